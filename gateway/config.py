@@ -1,0 +1,362 @@
+"""Typed configuration: a TOML file, overridden key by key by ``PUSHGATE_*`` environment variables.
+
+Environment names follow the TOML path with ``__`` between levels, for example
+``PUSHGATE_SERVER__PORT=9000`` or ``PUSHGATE_DATABASE__URL=postgresql+asyncpg://...``; lists and
+tables (``PUSHGATE_API_KEYS``) take JSON. Everything is validated at start-up and a mistake is
+reported as :class:`ConfigError` naming the key and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from policies.tiers import Tier
+
+CONFIG_ENV = "PUSHGATE_CONFIG"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the fix."""
+
+
+def parse_hhmm(value: object) -> time:
+    """Parse ``"HH:MM"`` (24-hour clock) into a :class:`datetime.time`."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not _HHMM.match(value):
+        raise ValueError(f"expected a 24-hour time as 'HH:MM' (00:00-23:59), got {value!r}")
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def validate_timezone_name(value: str) -> str:
+    """Accept IANA names only (``Europe/Paris``); fixed offsets such as ``+05:00`` are refused."""
+    if not isinstance(value, str) or not value or value.startswith(("+", "-")) or ".." in value:
+        raise ValueError(f"{value!r} is not an IANA time zone name such as 'Europe/Paris'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not an IANA time zone name such as 'Europe/Paris'") from exc
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_size: int = Field(default=500, ge=1, le=500)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///./pushgate.db"
+    pool_size: int = Field(default=10, ge=1)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _supported_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use 'sqlite+aiosqlite:///path.db' or 'postgresql+asyncpg://user@host/db'"
+            )
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class QuietHoursConfig(_Section):
+    start: time = time(22, 0)
+    end: time = time(8, 0)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: object) -> time:
+        return parse_hhmm(value)
+
+
+class FrequencyCapConfig(_Section):
+    max: int = Field(ge=1)
+    window_seconds: int = Field(ge=1)
+
+
+def _default_ttls() -> dict[Tier, int]:
+    return {Tier.TRANSACTIONAL: 86_400, Tier.BEHAVIORAL: 86_400, Tier.PROMOTIONAL: 3 * 86_400}
+
+
+def _default_caps() -> dict[Tier, FrequencyCapConfig]:
+    return {
+        Tier.PROMOTIONAL: FrequencyCapConfig(max=2, window_seconds=86_400),
+        Tier.BEHAVIORAL: FrequencyCapConfig(max=6, window_seconds=86_400),
+    }
+
+
+class PolicyConfig(_Section):
+    default_timezone: str = "UTC"
+    default_tier: Tier = Tier.PROMOTIONAL
+    behavioral_default_opt_in: bool = True
+    release_spread_minutes: int = Field(default=30, ge=1, le=240)
+    quiet_hours: QuietHoursConfig = QuietHoursConfig()
+    default_ttl_seconds: dict[Tier, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=_default_ttls
+    )
+    frequency_caps: dict[Tier, FrequencyCapConfig] = Field(default_factory=_default_caps)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return validate_timezone_name(value)
+
+    @field_validator("default_ttl_seconds")
+    @classmethod
+    def _every_tier_has_ttl(cls, value: dict[Tier, int]) -> dict[Tier, int]:
+        return {**_default_ttls(), **value}
+
+    @field_validator("frequency_caps")
+    @classmethod
+    def _transactional_never_capped(
+        cls, value: dict[Tier, FrequencyCapConfig]
+    ) -> dict[Tier, FrequencyCapConfig]:
+        if Tier.TRANSACTIONAL in value:
+            raise ValueError("transactional notifications are never capped; remove that entry")
+        return value
+
+
+class ApiKeyConfig(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    key_sha256: str | None = None
+    key_env: str | None = None
+    allowed_tiers: list[Tier] = Field(min_length=1)
+    apps: list[str] | None = None
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(
+                "must be the lowercase hex sha256 of the key: printf %s KEY | sha256sum"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        if (self.key_sha256 is None) == (self.key_env is None):
+            raise ValueError(f"api key {self.name!r}: set exactly one of key_sha256 or key_env")
+        return self
+
+    def resolved_sha256(self) -> str:
+        """The hex digest to compare against; keys from ``key_env`` are hashed on load."""
+        if self.key_sha256 is not None:
+            return self.key_sha256
+        assert self.key_env is not None
+        secret = os.environ.get(self.key_env)
+        if not secret:
+            raise ConfigError(
+                f"api_keys[{self.name}].key_env: environment variable {self.key_env} is not set"
+            )
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApnsConfig(_Section):
+    topic: str = Field(min_length=1)
+    team_id: str | None = None
+    key_id: str | None = None
+    key_file: Path | None = None
+    cert_file: Path | None = None  # certificate auth: a PEM holding certificate and private key
+    environment: Literal["production", "sandbox"] = "production"
+    endpoint: str | None = None  # "https://host:port", overrides Apple's hosts (simulators, tests)
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_auth_mode(self) -> ApnsConfig:
+        token_auth = (self.team_id, self.key_id, self.key_file)
+        if self.cert_file is None and not all(token_auth):
+            raise ValueError(
+                "set team_id, key_id and key_file for token auth, or cert_file for certificate auth"
+            )
+        if self.cert_file is not None and any(token_auth):
+            raise ValueError("choose one auth mode: token (team_id/key_id/key_file) or cert_file")
+        return self
+
+
+class FcmConfig(_Section):
+    service_account_file: Path
+    project_id: str | None = None  # defaults to the service account's project_id
+    endpoint: str | None = None  # base URL replacing https://fcm.googleapis.com (simulators, tests)
+    ca_file: Path | None = None
+
+
+class AppConfig(_Section):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    time_sensitive: bool = False
+    channels: dict[Tier, str] = Field(default_factory=dict)
+    apns: ApnsConfig | None = None
+    fcm: FcmConfig | None = None
+
+
+class SandboxConfig(_Section):
+    enabled: bool = False
+
+
+class DeliveryConfig(_Section):
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    lease_seconds: int = Field(default=60, ge=5)
+    concurrency_per_app: int = Field(default=64, ge=1)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    release_batch_size: int = Field(default=500, ge=1)
+    breaker_failure_threshold: int = Field(default=20, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+
+
+class TokensConfig(_Section):
+    stale_after_days: dict[Literal["ios", "android"], int] = Field(
+        default_factory=lambda: {"ios": 270, "android": 270}
+    )
+    mass_invalidation_window_seconds: int = Field(default=300, ge=10)
+    mass_invalidation_min_sends: int = Field(default=50, ge=1)
+    mass_invalidation_ratio: float = Field(default=0.5, gt=0, le=1)
+
+
+class RetentionConfig(_Section):
+    idempotency_hours: int = Field(default=24, ge=1)
+    notifications_days: int = Field(default=30, ge=1)
+    invalid_tokens_days: int = Field(default=30, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PUSHGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    policy: PolicyConfig = PolicyConfig()
+    categories: dict[str, Tier] = Field(default_factory=dict)
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+    apps: list[AppConfig] = Field(default_factory=list)
+    sandbox: SandboxConfig = SandboxConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    tokens: TokensConfig = TokensConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment wins over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        app_ids = [app.id for app in self.apps]
+        duplicates = {app_id for app_id in app_ids if app_ids.count(app_id) > 1}
+        if duplicates:
+            raise ValueError(f"apps: duplicate id {sorted(duplicates)}; each [[apps]] id is unique")
+        names = [key.name for key in self.api_keys]
+        if len(names) != len(set(names)):
+            raise ValueError("api_keys: two keys share a name; names identify callers in logs")
+        for key in self.api_keys:
+            unknown = set(key.apps or []) - set(app_ids)
+            if unknown:
+                raise ValueError(
+                    f"api_keys[{key.name}].apps names unknown app {sorted(unknown)}; "
+                    f"configured apps are {app_ids}"
+                )
+        if not self.sandbox.enabled:
+            for app in self.apps:
+                if app.apns is None and app.fcm is None:
+                    raise ValueError(
+                        f"apps[{app.id}] has neither [apps.apns] nor [apps.fcm]: add credentials "
+                        "or set [sandbox] enabled = true to use the built-in simulators"
+                    )
+        return self
+
+    def app(self, app_id: str) -> AppConfig | None:
+        return next((app for app in self.apps if app.id == app_id), None)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against config.example.toml"
+        elif item["type"] == "missing":
+            message = "required key is missing; see config.example.toml"
+        lines.append(f"  {key}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML at ``path`` (or ``$PUSHGATE_CONFIG``; built-in defaults when neither is set),
+    apply environment overrides, and validate. Raises :class:`ConfigError`.
+
+    Relative file paths inside the file (``key_file``, ``ca_file`` ...) are resolved against the
+    file's folder, so a config works from any working directory.
+    """
+    path = path or os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        config_path = Path(path)
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {config_path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from exc
+        _resolve_paths(data, config_path.resolve().parent)
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    for key in settings.api_keys:
+        key.resolved_sha256()  # fail at start-up, not at the first request
+    return settings
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for app in data.get("apps", []):
+        for section in ("apns", "fcm"):
+            table = app.get(section) or {}
+            for field in ("key_file", "cert_file", "ca_file", "service_account_file"):
+                value = table.get(field)
+                if isinstance(value, str) and not Path(value).is_absolute():
+                    table[field] = str(base / value)
