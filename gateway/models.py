@@ -1,0 +1,128 @@
+"""Tables the gateway owns: preferences, notifications, deliveries and idempotency records.
+
+Devices and the token audit trail belong to :mod:`tokens.models`. The notification and delivery
+rows are also the durable queue: their ``status`` and lease columns are the journal that a
+restarted or second process picks work up from.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from tokens.models import new_id, utc_column
+
+
+class NotificationStatus(StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+    DROPPED = "dropped"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+PENDING_NOTIFICATION_STATUSES = (NotificationStatus.QUEUED, NotificationStatus.DEFERRED)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    INVALID_TOKEN = "invalid_token"
+
+
+class Preference(SQLModel, table=True):
+    __tablename__ = "preferences"
+
+    user_id: str = Field(primary_key=True, max_length=128)
+    timezone: str | None = Field(default=None, max_length=64)
+    behavioral: bool | None = None
+    promotional: bool | None = None
+    quiet_start: str | None = Field(default=None, max_length=5)  # "HH:MM"
+    quiet_end: str | None = Field(default=None, max_length=5)
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        # the release job's scan: due deferred rows in deliver_at order
+        sa.Index("ix_notifications_status_deliver_at", "status", "deliver_at"),
+        # frequency caps count a user's recent notifications per tier
+        sa.Index("ix_notifications_user_tier_counted", "user_id", "tier", "counted_at"),
+        sa.Index("ix_notifications_collapse", "user_id", "app", "collapse_key"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(max_length=128)
+    app: str = Field(max_length=64)
+    tier: str = Field(max_length=16)
+    category: str | None = Field(default=None, max_length=64)
+    classified_by: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    title: str | None = Field(default=None, max_length=1024)
+    body: str | None = Field(default=None, max_length=4096)
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    collapse_key: str | None = Field(default=None, max_length=64)
+    badge: int | None = None
+    sound: str | None = Field(default=None, max_length=256)
+    thread_id: str | None = Field(default=None, max_length=256)
+    sender: str = Field(max_length=64)  # the API key name that sent it
+    deliver_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    expires_at: datetime = Field(sa_column=utc_column())
+    # when the notification started counting against the user's frequency cap (queued)
+    counted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    # lease held by the worker that is releasing or fanning out this notification
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("notification_id", "device_id", name="uq_deliveries_notification_device"),
+        sa.Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    notification_id: str = Field(
+        sa_column=Column(
+            sa.String(36),
+            sa.ForeignKey("notifications.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    device_id: str = Field(max_length=36, index=True)
+    platform: str = Field(max_length=16)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    provider_id: str | None = Field(default=None, max_length=256)
+    error: str | None = Field(default=None, max_length=256)
+    next_attempt_at: datetime = Field(sa_column=utc_column())
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a request with an ``Idempotency-Key``, scoped to the calling key."""
+
+    __tablename__ = "idempotency_records"
+
+    api_key: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_sha256: str = Field(max_length=64)
+    response_status: int
+    response_body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=utc_column(index=True))

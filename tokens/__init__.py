@@ -1,0 +1,1 @@
+"""The device-token registry: registration, refresh, reassignment, pruning and cleanup."""
