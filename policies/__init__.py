@@ -1,0 +1,50 @@
+"""pushgate's policy engine: whether, and when, a notification may reach a user (SPEC §3).
+
+Pure decision logic: no I/O, no clock reads (`now` is always a parameter, an aware datetime),
+imports neither `gateway` nor `tokens`. The gateway classifies a request with `classify`,
+fixes its expiry with `resolve_expiry`, counts recent notifications from `cap_window_start`,
+and calls `decide` at acceptance and again at release; the answer is a value:
+`Send()`, `Defer(until)` or `Drop(reason)`.
+
+Instants returned by this package are aware datetimes in UTC.
+"""
+
+from policies.classification import Classification, TierConflict, classify
+from policies.decisions import Decision, Defer, Drop, DropReason, Send
+from policies.quiet_hours import (
+    is_quiet,
+    next_allowed_instant,
+    next_quiet_instant,
+    release_instant,
+    release_offset,
+)
+from policies.rules import cap_window_start, decide, resolve_expiry
+from policies.settings import FrequencyCap, PolicySettings, QuietWindow, UserFacts
+from policies.tiers import Tier
+from policies.timezones import is_valid_timezone, resolve_timezone
+
+__all__ = [
+    "Classification",
+    "Decision",
+    "Defer",
+    "Drop",
+    "DropReason",
+    "FrequencyCap",
+    "PolicySettings",
+    "QuietWindow",
+    "Send",
+    "Tier",
+    "TierConflict",
+    "UserFacts",
+    "cap_window_start",
+    "classify",
+    "decide",
+    "is_quiet",
+    "is_valid_timezone",
+    "next_allowed_instant",
+    "next_quiet_instant",
+    "release_instant",
+    "release_offset",
+    "resolve_expiry",
+    "resolve_timezone",
+]

@@ -1,0 +1,121 @@
+"""The inputs of a decision: operator policy (from `[policy]` and `[categories]`) and user facts.
+
+Both are plain frozen values so `policies` stays free of I/O: the gateway reads configuration,
+preferences, devices and recent counts, and hands them over.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from types import MappingProxyType
+
+from policies.tiers import Tier
+from policies.timezones import is_valid_timezone
+
+__all__ = [
+    "DEFAULT_FREQUENCY_CAPS",
+    "DEFAULT_TTL_SECONDS",
+    "FrequencyCap",
+    "PolicySettings",
+    "QuietWindow",
+    "UserFacts",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QuietWindow:
+    """Naive local wall-clock times; quiet from `start` up to (not including) `end`.
+
+    `start > end` wraps midnight (22:00-08:00), `start < end` does not, `start == end` is
+    never quiet.
+    """
+
+    start: time
+    end: time
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("quiet hours are local wall-clock times; give naive times")
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the window is never quiet (start == end)."""
+        return self.start == self.end
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most `max` notifications of a tier per user in any rolling `window_seconds`."""
+
+    max: int
+    window_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.max < 0:
+            raise ValueError(f"frequency cap max must be >= 0, got {self.max}")
+        if self.window_seconds <= 0:
+            raise ValueError(f"frequency cap window_seconds must be > 0, got {self.window_seconds}")
+
+
+DEFAULT_TTL_SECONDS: Mapping[Tier, int] = MappingProxyType(
+    {Tier.TRANSACTIONAL: 86_400, Tier.BEHAVIORAL: 86_400, Tier.PROMOTIONAL: 3 * 86_400}
+)
+DEFAULT_FREQUENCY_CAPS: Mapping[Tier, FrequencyCap] = MappingProxyType(
+    {
+        Tier.PROMOTIONAL: FrequencyCap(max=2, window_seconds=86_400),
+        Tier.BEHAVIORAL: FrequencyCap(max=6, window_seconds=86_400),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Operator policy; the defaults are SPEC §3's. Invalid values raise `ValueError`."""
+
+    default_timezone: str = "UTC"
+    quiet_hours: QuietWindow = QuietWindow(time(22), time(8))
+    release_spread_minutes: int = 30
+    behavioral_default_opt_in: bool = True
+    default_ttl_seconds: Mapping[Tier, int] = field(default_factory=lambda: DEFAULT_TTL_SECONDS)
+    frequency_caps: Mapping[Tier, FrequencyCap] = field(
+        default_factory=lambda: DEFAULT_FREQUENCY_CAPS
+    )
+    default_tier: Tier = Tier.PROMOTIONAL
+    categories: Mapping[str, Tier] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not is_valid_timezone(self.default_timezone):
+            raise ValueError(f"default_timezone: unknown IANA time zone {self.default_timezone!r}")
+        if self.release_spread_minutes < 0:
+            raise ValueError("release_spread_minutes must be >= 0")
+        missing = [tier.value for tier in Tier if tier not in self.default_ttl_seconds]
+        if missing:
+            raise ValueError(f"default_ttl_seconds: no TTL for {', '.join(missing)}")
+        for tier, ttl in self.default_ttl_seconds.items():
+            if ttl <= 0:
+                raise ValueError(f"default_ttl_seconds.{tier}: must be > 0, got {ttl}")
+        if Tier.TRANSACTIONAL in self.frequency_caps:
+            # SPEC §3 rule 7: transactional is counted but never capped.
+            raise ValueError("frequency_caps.transactional: transactional is never capped")
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What the gateway knows about the recipient at the moment of the decision."""
+
+    user_id: str
+    timezone: str | None = None
+    """IANA zone from the user's preferences."""
+    device_timezone: str | None = None
+    """Zone reported by the user's most recently seen device."""
+    behavioral_opt_in: bool | None = None
+    """None: not set, `PolicySettings.behavioral_default_opt_in` applies."""
+    promotional_opt_in: bool | None = None
+    """None: not set, which means no (promotional needs an explicit opt-in)."""
+    quiet_hours: QuietWindow | None = None
+    """None: `PolicySettings.quiet_hours` applies."""
+    active_devices: int = 0
+    """Active devices of the user for the app whose permission is not `denied`."""
+    recent_counts: Mapping[Tier, int] = field(default_factory=lambda: MappingProxyType({}))
+    """Notifications of each tier counted in that tier's cap window ending at now
+    (see `cap_window_start`)."""
