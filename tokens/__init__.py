@@ -1,1 +1,46 @@
-"""The device-token registry: registration, refresh, reassignment, pruning and cleanup."""
+"""The device-token registry: registration, refresh, reassignment, pruning and cleanup.
+
+The public face; everything the gateway needs is importable from here.
+"""
+
+from tokens.cleanup import (
+    CleanupResult,
+    count_purge_candidates,
+    count_stale_candidates,
+    mark_stale_devices,
+    purge_invalid_devices,
+    stale_cutoffs,
+)
+from tokens.feedback import InvalidationGuard, TokenOutcome, apply_report
+from tokens.registry import (
+    Registration,
+    TokenCount,
+    deliverable_devices,
+    forget_user_devices,
+    latest_device_timezone,
+    register_device,
+    token_stats,
+    unregister_device,
+    user_devices,
+)
+
+__all__ = [
+    "CleanupResult",
+    "InvalidationGuard",
+    "Registration",
+    "TokenCount",
+    "TokenOutcome",
+    "apply_report",
+    "count_purge_candidates",
+    "count_stale_candidates",
+    "deliverable_devices",
+    "forget_user_devices",
+    "latest_device_timezone",
+    "mark_stale_devices",
+    "purge_invalid_devices",
+    "register_device",
+    "stale_cutoffs",
+    "token_stats",
+    "unregister_device",
+    "user_devices",
+]

@@ -1,22 +1,319 @@
-"""Registry queries and rules for device tokens.
+"""Registry queries and rules for device tokens: registration, refresh, reassignment, removal.
 
 Functions take an :class:`AsyncSession` that the caller (the gateway) owns and commits, and an
 aware ``now``; none of them reads the clock.
+
+Rules, as :func:`register_device` applies them:
+
+- A token is identified by ``(app, platform, token)``. Registering it again refreshes
+  ``last_seen_at``, time zone, locale and permission (apps call this on every launch), and
+  brings an ``invalid`` or ``stale`` token back to ``active``: the app holding it just proved it
+  is alive. A provider's later 410 with an older ``timestamp`` then leaves it alone (see
+  :func:`tokens.feedback.apply_report`).
+- A token registered by another user moves to the caller (a shared or handed-down device).
+- ``replaces`` names the token this one supersedes (the OS rotated it); the old one is retired
+  as ``invalid`` with reason ``replaced`` and handed back, so the gateway can move its pending
+  deliveries to the new device.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tokens.models import Device, DeviceStatus, Permission
+from tokens.models import (
+    Device,
+    DeviceStatus,
+    Environment,
+    Permission,
+    TokenEvent,
+    TokenEventKind,
+    new_id,
+    token_suffix,
+)
+
+log = logging.getLogger(__name__)
+
+REPLACED_REASON = "replaced"
+FORGOTTEN_REASON = "user_forgotten"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :func:`register_device` did.
+
+    ``created``: the token was new (HTTP 201). ``retired``: the device ``replaces`` named, now
+    invalid; its pending deliveries belong to ``device`` from now on. ``previous_user_id``: the
+    user the token belonged to before it moved to this one.
+    """
+
+    device: Device
+    created: bool
+    retired: Device | None = None
+    previous_user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    app: str
+    platform: str
+    status: str
+    count: int
+
+
+def record_event(
+    session: AsyncSession,
+    device: Device,
+    kind: TokenEventKind,
+    *,
+    now: datetime,
+    actor: str,
+    reason: str | None = None,
+) -> None:
+    """Add one audit-trail row for ``device`` (flushed with the session)."""
+    session.add(
+        TokenEvent(
+            device_id=device.id,
+            app=device.app,
+            platform=device.platform,
+            token_suffix=token_suffix(device.token),
+            kind=kind,
+            reason=reason,
+            actor=actor,
+            at=now,
+        )
+    )
+
+
+async def register_device(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    user_id: str,
+    app: str,
+    platform: str,
+    token: str,
+    environment: str | None = None,
+    timezone: str | None = None,
+    locale: str | None = None,
+    permission: str | None = None,
+    replaces: str | None = None,
+    actor: str,
+) -> Registration:
+    """Register or refresh ``token`` for ``user_id``; returns the device and what changed.
+
+    Optional fields left as ``None`` keep their stored value (a new device gets the defaults:
+    ``production``, ``unknown`` permission). Safe against a concurrent registration of the same
+    token: the loser of the insert race refreshes the winner's row instead of failing.
+    """
+    device, created = await _find_or_insert(
+        session,
+        now=now,
+        user_id=user_id,
+        app=app,
+        platform=platform,
+        token=token,
+        environment=environment,
+        timezone=timezone,
+        locale=locale,
+        permission=permission,
+    )
+    previous_user_id: str | None = None
+    if created:
+        record_event(session, device, TokenEventKind.REGISTERED, now=now, actor=actor)
+        log.info("registered %s token …%s for app %s", platform, token_suffix(token), app)
+    else:
+        if device.user_id != user_id:
+            previous_user_id = device.user_id
+            device.user_id = user_id
+            record_event(session, device, TokenEventKind.MOVED, now=now, actor=actor)
+            log.info("token …%s of app %s moved to another user", token_suffix(token), app)
+        if device.status != DeviceStatus.ACTIVE:
+            record_event(
+                session,
+                device,
+                TokenEventKind.REACTIVATED,
+                now=now,
+                actor=actor,
+                reason=device.invalid_reason or device.status,
+            )
+            device.status = DeviceStatus.ACTIVE
+            device.invalid_reason = None
+            device.invalidated_at = None
+            device.invalidated_by = None
+        device.last_seen_at = now
+        device.updated_at = now
+        if environment is not None:
+            device.environment = environment
+        if timezone is not None:
+            device.timezone = timezone
+        if locale is not None:
+            device.locale = locale
+        if permission is not None:
+            device.permission = permission
+
+    retired = None
+    if replaces is not None and replaces != token:
+        retired = await _retire_replaced(
+            session, app=app, platform=platform, token=replaces, now=now, actor=actor
+        )
+    await session.flush()
+    return Registration(
+        device=device, created=created, retired=retired, previous_user_id=previous_user_id
+    )
+
+
+async def _find_or_insert(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    user_id: str,
+    app: str,
+    platform: str,
+    token: str,
+    environment: str | None,
+    timezone: str | None,
+    locale: str | None,
+    permission: str | None,
+) -> tuple[Device, bool]:
+    """The locked row for the token, inserting it first when absent; ``(device, created)``."""
+    # Most calls refresh a known token, so look first; insert only when it is missing.
+    for _attempt in range(3):
+        device = await _lock_device(session, app, platform, token)
+        if device is not None:
+            return device, False
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "user_id": user_id,
+            "app": app,
+            "platform": platform,
+            "token": token,
+            "environment": environment or Environment.PRODUCTION,
+            "timezone": timezone,
+            "locale": locale,
+            "permission": permission or Permission.UNKNOWN,
+            "status": DeviceStatus.ACTIVE,
+            "created_at": now,
+            "last_seen_at": now,
+            "updated_at": now,
+        }
+        # ON CONFLICT DO NOTHING instead of catching IntegrityError: a failed INSERT would
+        # abort a PostgreSQL transaction, and savepoints are unreliable under pysqlite.
+        inserted = await session.execute(
+            _insert_ignoring_duplicates(session, values).returning(sa.column("id"))
+        )
+        if inserted.scalar_one_or_none() is not None:
+            device = await _lock_device(session, app, platform, token)
+            assert device is not None  # we just inserted it in this transaction
+            return device, True
+        # a concurrent registration inserted it first: refresh that row instead
+    raise RuntimeError(f"could not register token …{token_suffix(token)} for app {app}")
+
+
+def _insert_ignoring_duplicates(session: AsyncSession, values: dict[str, Any]) -> Any:
+    table = Device.__table__  # type: ignore[attr-defined]
+    columns = ["app", "platform", "token"]
+    if session.get_bind().dialect.name == "postgresql":
+        return (
+            postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=columns)
+        )
+    return sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=columns)
+
+
+async def _lock_device(session: AsyncSession, app: str, platform: str, token: str) -> Device | None:
+    result = await session.execute(
+        select(Device)
+        .where(Device.app == app, Device.platform == platform, Device.token == token)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one_or_none()
+
+
+async def _retire_replaced(
+    session: AsyncSession, *, app: str, platform: str, token: str, now: datetime, actor: str
+) -> Device | None:
+    old = await _lock_device(session, app, platform, token)
+    if old is None:
+        return None
+    if old.status != DeviceStatus.INVALID:
+        old.status = DeviceStatus.INVALID
+        old.invalid_reason = REPLACED_REASON
+        old.invalidated_at = now
+        old.invalidated_by = actor
+        old.updated_at = now
+        record_event(
+            session, old, TokenEventKind.REPLACED, now=now, actor=actor, reason=REPLACED_REASON
+        )
+        log.info("token …%s of app %s replaced by a new token", token_suffix(token), app)
+    return old
+
+
+async def unregister_device(
+    session: AsyncSession, device_id: str, *, now: datetime, actor: str
+) -> Device | None:
+    """Delete the device (``DELETE /v1/devices/{id}``), keeping an ``unregistered`` audit event.
+
+    Returns the deleted device, or ``None`` when there was none with that id.
+    """
+    device = await session.get(Device, device_id, with_for_update=True)
+    if device is None:
+        return None
+    record_event(session, device, TokenEventKind.UNREGISTERED, now=now, actor=actor)
+    await session.delete(device)
+    await session.flush()
+    return device
+
+
+async def forget_user_devices(
+    session: AsyncSession, user_id: str, *, now: datetime, actor: str
+) -> int:
+    """Delete every device of ``user_id`` (user erasure); returns how many were deleted.
+
+    The audit events kept name the device id and the token's last 6 characters, never the user.
+    """
+    result = await session.execute(
+        select(Device).where(Device.user_id == user_id).with_for_update()
+    )
+    devices = result.scalars().all()
+    for device in devices:
+        record_event(
+            session,
+            device,
+            TokenEventKind.UNREGISTERED,
+            now=now,
+            actor=actor,
+            reason=FORGOTTEN_REASON,
+        )
+        await session.delete(device)
+    await session.flush()
+    return len(devices)
+
+
+async def user_devices(session: AsyncSession, user_id: str) -> Sequence[Device]:
+    """Every device of the user, whatever its status, most recently seen first."""
+    result = await session.execute(
+        select(Device)
+        .where(Device.user_id == user_id)
+        .order_by(col(Device.last_seen_at).desc(), col(Device.id))
+    )
+    return result.scalars().all()
 
 
 async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> Sequence[Device]:
-    """The user's active devices for ``app`` whose notification permission is not denied."""
+    """The user's active devices for ``app`` whose notification permission is not denied.
+
+    ``stale`` and ``invalid`` devices are never sent to: a stale device comes back as soon as
+    its app registers again (every launch does).
+    """
     result = await session.execute(
         select(Device).where(
             Device.user_id == user_id,
@@ -31,9 +328,19 @@ async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> 
 async def latest_device_timezone(session: AsyncSession, user_id: str) -> str | None:
     """The time zone reported by the user's most recently seen device that reported one."""
     result = await session.execute(
-        sa.select(Device.timezone)
-        .where(Device.user_id == user_id, col(Device.timezone).is_not(None))
+        sa.select(col(Device.timezone))
+        .where(col(Device.user_id) == user_id, col(Device.timezone).is_not(None))
         .order_by(col(Device.last_seen_at).desc())
         .limit(1)
     )
     return result.scalar_one_or_none()
+
+
+async def token_stats(session: AsyncSession) -> list[TokenCount]:
+    """How many devices there are per app, platform and status, in that order."""
+    result = await session.execute(
+        sa.select(col(Device.app), col(Device.platform), col(Device.status), sa.func.count())
+        .group_by(col(Device.app), col(Device.platform), col(Device.status))
+        .order_by(col(Device.app), col(Device.platform), col(Device.status))
+    )
+    return [TokenCount(app, platform, status, count) for app, platform, status, count in result]
