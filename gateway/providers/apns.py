@@ -1,0 +1,795 @@
+"""Delivery to Apple Push Notification service on aioapns 4.0, with its known defects guarded.
+
+The public face is :class:`ApnsProvider` (one per configured app) and the pure payload helpers
+:func:`build_apns_payload`, :func:`encode_apns_payload` and :func:`apns_payload_size`, which the
+API uses to refuse an oversized notification when it is accepted.
+
+aioapns supplies the connection pool, the TLS client protocol and the stream-slot semaphore; the
+request/response path on each connection is ours (:class:`_HardenedConnection`), because aioapns
+4.0 has these defects, each answered where the comment ``upstream defect`` names it:
+
+1. It never acknowledges received DATA, so after ~64 KiB of error bodies the HTTP/2 connection
+   window is exhausted and every later error response stalls forever.
+2. It records ``stream id -> apns-id`` for every request and removes the entry only for errors, so
+   a long-lived connection grows by one entry per successful send.
+3. It matches responses by the ``apns-id`` header: a response without one (or a duplicated
+   apns-id) leaves the send waiting forever.
+4. ``RST_STREAM`` is logged as an unknown event: the send waits forever and its stream slot leaks.
+5. An error status with an empty or non-JSON body never resolves (empty) or raises inside
+   ``data_received`` and tears down the whole connection (non-JSON); a body split over two DATA
+   frames is parsed half-way.
+6. A cancelled send leaves its future behind; the late response (or the connection closing) then
+   calls ``set_result`` on a cancelled future, which raises inside the protocol and kills the
+   connection for every other request on it. There is no per-send deadline at all.
+7. ``GOAWAY`` closes the transport without telling the caller which streams the server never
+   processed, so those cannot be resent safely.
+8. A burst of sends larger than the server's flow-control window raises ``FlowControlError``
+   after the headers went out, leaving a half-open stream, and the pool then sleeps a second.
+9. Each new connection signs a new provider JWT; Apple refuses tokens refreshed more often than
+   every 20 minutes (``TooManyProviderTokenUpdates``), so one JWT is shared by all connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import jwt
+from aioapns.connection import (
+    APNsBaseConnectionPool,
+    APNsTLSClientProtocol,
+    AuthorizationHeaderProvider,
+)
+from aioapns.exceptions import ConnectionClosed
+from aioapns.exceptions import ConnectionError as ApnsConnectError
+
+from gateway.config import ApnsConfig, AppConfig
+from gateway.providers.base import PushMessage
+from policies.tiers import Tier
+from tokens.reports import DeliveryReport, Outcome
+
+log = logging.getLogger(__name__)
+
+APNS_MAX_PAYLOAD_BYTES = 4096
+APNS_HOSTS: Mapping[str, str] = {
+    "production": "api.push.apple.com",
+    "sandbox": "api.development.push.apple.com",
+}
+APNS_PORT = 443
+PRIORITY_IMMEDIATE = 10
+PRIORITY_CONSERVE_POWER = 5
+Environment = Literal["production", "sandbox"]
+
+
+# -- payload ---------------------------------------------------------------------------------
+
+
+def interruption_level(tier: Tier, app: AppConfig) -> str:
+    """SPEC §4: transactional breaks through Focus only for apps allowed to (``time_sensitive``)."""
+    if tier is Tier.TRANSACTIONAL:
+        return "time-sensitive" if app.time_sensitive else "active"
+    if tier is Tier.BEHAVIORAL:
+        return "active"
+    return "passive"
+
+
+def build_apns_payload(message: PushMessage, app: AppConfig) -> dict[str, Any]:
+    """The JSON payload for ``message``: custom ``data`` keys at the top level beside ``aps``.
+
+    A data-only message becomes a background push (``content-available: 1``); Apple forbids
+    alert, badge and sound in those, so they are left out. Raises :class:`ValueError` when
+    ``data`` uses the reserved key ``aps``.
+    """
+    if "aps" in message.data:
+        raise ValueError("data may not contain the key 'aps', which APNs reserves")
+    aps: dict[str, Any] = {}
+    if message.is_data_only:
+        aps["content-available"] = 1
+    else:
+        alert = {"title": message.title, "body": message.body}
+        aps["alert"] = {key: value for key, value in alert.items() if value is not None}
+        if message.badge is not None:
+            aps["badge"] = message.badge
+        if message.sound is not None:
+            aps["sound"] = message.sound
+        if message.thread_id is not None:
+            aps["thread-id"] = message.thread_id
+        aps["interruption-level"] = interruption_level(message.tier, app)
+    return {**message.data, "aps": aps}
+
+
+def encode_apns_payload(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent to APNs (compact JSON, UTF-8)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def apns_payload_size(payload: Mapping[str, Any]) -> int:
+    """Size in bytes of ``payload`` as sent; APNs refuses more than
+    :data:`APNS_MAX_PAYLOAD_BYTES` with ``413 PayloadTooLarge``."""
+    return len(encode_apns_payload(payload))
+
+
+def apns_priority_and_push_type(message: PushMessage) -> tuple[int, str]:
+    """SPEC §4: data-only → background at 5; promotional 5; transactional/behavioral 10."""
+    if message.is_data_only:
+        return PRIORITY_CONSERVE_POWER, "background"
+    if message.tier is Tier.PROMOTIONAL:
+        return PRIORITY_CONSERVE_POWER, "alert"
+    return PRIORITY_IMMEDIATE, "alert"
+
+
+@dataclass(frozen=True, slots=True)
+class ApnsRequest:
+    """Everything that goes on the wire for one send."""
+
+    token: str
+    body: bytes
+    apns_id: str
+    priority: int
+    push_type: str
+    expiration: int
+    collapse_id: str | None = None
+
+
+def build_apns_request(message: PushMessage, app: AppConfig) -> ApnsRequest:
+    """Headers and body for ``message``, with a fresh ``apns-id``: one notification goes to
+    several devices and may be retried, and each request needs its own id."""
+    priority, push_type = apns_priority_and_push_type(message)
+    return ApnsRequest(
+        token=message.token,
+        body=encode_apns_payload(build_apns_payload(message, app)),
+        apns_id=str(uuid.uuid4()),
+        priority=priority,
+        push_type=push_type,
+        expiration=int(message.expires_at.timestamp()),
+        collapse_id=message.collapse_key,
+    )
+
+
+# -- one connection --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApnsResponse:
+    """What APNs answered on one stream."""
+
+    status: int
+    apns_id: str | None
+    reason: str | None = None
+    timestamp_ms: int | None = None
+    retry_after: str | None = None
+
+
+class _NotSentError(Exception):
+    """The server never processed the request (refused stream, GOAWAY beyond it, connection
+    gone before the headers left): safe to send again on another connection."""
+
+
+class _StreamResetError(Exception):
+    def __init__(self, error_code: int) -> None:
+        super().__init__(f"stream reset by server (error code {error_code})")
+
+
+class _MalformedResponseError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _PendingStream:
+    future: asyncio.Future[ApnsResponse]
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _ProviderTokenHeader(AuthorizationHeaderProvider):
+    """One provider JWT for every connection of a pool, refreshed well inside Apple's hour.
+
+    Answers upstream defect 9: aioapns signs a new JWT per connection.
+    """
+
+    TOKEN_TTL_SECONDS = 40 * 60
+
+    def __init__(self, key: str, key_id: str, team_id: str) -> None:
+        self._key = key
+        self._key_id = key_id
+        self._team_id = team_id
+        self._issued_at = 0.0
+        self._header = ""
+
+    def get_header(self) -> str:
+        now = time.time()
+        if not self._header or now - self._issued_at > self.TOKEN_TTL_SECONDS:
+            self._issued_at = now
+            token = jwt.encode(
+                {"iss": self._team_id, "iat": int(now)},
+                self._key,
+                algorithm="ES256",
+                headers={"kid": self._key_id},
+            )
+            self._header = f"bearer {token}"
+        return self._header
+
+
+class _HardenedConnection(APNsTLSClientProtocol):
+    """One HTTP/2 connection to APNs; every send on it ends with a response or an exception.
+
+    Pending requests are keyed by stream id, not by ``apns-id`` (upstream defects 2, 3), and
+    each stream releases its slot exactly once, whichever way it ends.
+    """
+
+    MAX_ERROR_BODY_BYTES = 64 * 1024
+    INACTIVITY_TIME = 60
+
+    def __init__(
+        self,
+        topic: str,
+        authority: str,
+        loop: asyncio.AbstractEventLoop,
+        auth_provider: AuthorizationHeaderProvider | None,
+        pool: _ApnsConnectionPool,
+    ) -> None:
+        super().__init__(topic, loop, None, auth_provider)
+        self._authority = authority
+        self._pool = pool
+        self._streams: dict[int, _PendingStream] = {}
+        self._settings_received = asyncio.Event()
+        self._window_opened = asyncio.Event()
+        self._closing = False
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    @property
+    def pending_streams(self) -> int:
+        return len(self._streams)
+
+    # aioapns's own per-request tables must stay empty; tests assert it.
+    @property
+    def upstream_tables_size(self) -> int:
+        return len(self.requests) + len(self.request_streams) + len(self.request_statuses)
+
+    async def send_request(self, request: ApnsRequest) -> ApnsResponse:
+        if self._closing:
+            raise _NotSentError("connection is closing")
+        # aioapns assumes 1000 concurrent streams until the server says otherwise; sending
+        # before the server's SETTINGS can exceed SETTINGS_MAX_CONCURRENT_STREAMS.
+        await self._settings_received.wait()
+        try:
+            stream_id = await self.free_channels.acquire()
+        except ConnectionClosed as exc:
+            raise _NotSentError("connection closed while waiting for a stream") from exc
+        except h2.exceptions.NoAvailableStreamIDError as exc:
+            self.close()
+            raise _NotSentError("stream ids exhausted") from exc
+        if self._closing:
+            self.free_channels.release()
+            raise _NotSentError("connection is closing")
+        pending = _PendingStream(self.loop.create_future())
+        self._streams[stream_id] = pending
+        try:
+            try:
+                self.conn.send_headers(stream_id, self._headers(request))
+            except h2.exceptions.ProtocolError as exc:
+                raise _NotSentError(str(exc)) from exc
+            await self._send_body(stream_id, request.body)
+            return await pending.future
+        finally:
+            # Still registered: the caller was cancelled (deadline) or sending failed. Reset the
+            # stream so the server forgets it and free the slot; the late answer is ignored.
+            # Upstream defect 6: aioapns leaves the future for the response to trip over.
+            if self._streams.pop(stream_id, None) is not None:
+                self._reset_stream(stream_id)
+                self.free_channels.release()
+            if pending.future.done() and not pending.future.cancelled():
+                pending.future.exception()  # retrieved: no "never retrieved" noise
+
+    def _headers(self, request: ApnsRequest) -> list[tuple[str, str]]:
+        headers = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", self._authority),
+            (":path", f"/3/device/{request.token}"),
+            ("apns-id", request.apns_id),
+            ("apns-topic", self.apns_topic),
+            ("apns-push-type", request.push_type),
+            ("apns-priority", str(request.priority)),
+            ("apns-expiration", str(request.expiration)),
+        ]
+        if request.collapse_id is not None:
+            headers.append(("apns-collapse-id", request.collapse_id))
+        if self.auth_provider is not None:
+            headers.append(("authorization", self.auth_provider.get_header()))
+        return headers
+
+    async def _send_body(self, stream_id: int, body: bytes) -> None:
+        """Send within the server's flow-control windows, waiting for WINDOW_UPDATE when they
+        are full. Upstream defect 8: aioapns raises FlowControlError with the stream half-open."""
+        remaining = memoryview(body)
+        while True:
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window <= 0 and remaining:
+                self.flush()
+                self._window_opened.clear()
+                await self._window_opened.wait()
+                if stream_id not in self._streams:
+                    return  # the stream failed meanwhile; its future says why
+                continue
+            chunk, remaining = remaining[:window], remaining[window:]
+            self.conn.send_data(stream_id, bytes(chunk), end_stream=not remaining)
+            if not remaining:
+                break
+        self.flush()
+
+    def _reset_stream(self, stream_id: int) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("APNs connection protocol error, closing it: %s", exc)
+            self._fail_all(ConnectionClosed(f"protocol error: {exc}"))
+            self.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived):
+                pending = self._streams.get(event.stream_id)
+                if pending is not None:
+                    pending.headers = {
+                        bytes(name).decode("latin-1"): bytes(value).decode("latin-1")
+                        for name, value in event.headers
+                    }
+            elif isinstance(event, h2.events.DataReceived):
+                # Upstream defect 1: give the flow-control window back, or error bodies stall
+                # the connection once 64 KiB have arrived.
+                self.conn.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id
+                )
+                pending = self._streams.get(event.stream_id)
+                if pending is not None and len(pending.body) < self.MAX_ERROR_BODY_BYTES:
+                    pending.body += event.data or b""
+            elif isinstance(event, h2.events.StreamEnded):
+                self._complete(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                # Upstream defect 4: aioapns ignores RST_STREAM and the send hangs.
+                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                self._fail(
+                    event.stream_id,
+                    _NotSentError("stream refused")
+                    if refused
+                    else _StreamResetError(event.error_code),
+                )
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                changed = event.changed_settings.get(
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+                )
+                if changed is not None:
+                    self.free_channels.bound = changed.new_value
+                self._settings_received.set()
+                self._window_opened.set()
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._window_opened.set()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._goaway_received(event)
+        self.flush()
+
+    def _complete(self, stream_id: int) -> None:
+        pending = self._streams.pop(stream_id, None)
+        if pending is None:
+            return  # a stream we reset after its deadline: nobody is waiting
+        self.free_channels.release()
+        status = pending.headers.get(":status", "")
+        if not status.isdigit():
+            pending.future.set_exception(_MalformedResponseError("response without :status"))
+        else:
+            reason, timestamp = _parse_error_body(bytes(pending.body))
+            # Upstream defect 5: the body is read whole at the end of the stream, and a
+            # missing or unreadable one is simply "no reason".
+            pending.future.set_result(
+                ApnsResponse(
+                    status=int(status),
+                    apns_id=pending.headers.get("apns-id"),
+                    reason=reason,
+                    timestamp_ms=timestamp,
+                    retry_after=pending.headers.get("retry-after"),
+                )
+            )
+        if self._closing and not self._streams:
+            self.close()
+
+    def _fail(self, stream_id: int, exc: Exception) -> None:
+        pending = self._streams.pop(stream_id, None)
+        if pending is None:
+            return
+        self.free_channels.release()
+        if not pending.future.done():
+            pending.future.set_exception(exc)
+        self._window_opened.set()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for stream_id in list(self._streams):
+            self._fail(stream_id, exc)
+
+    def _goaway_received(self, event: h2.events.ConnectionTerminated) -> None:
+        """Upstream defect 7: streams after ``last_stream_id`` were never processed and are
+        handed back for resending; earlier ones may still be answered."""
+        log.info(
+            "APNs sent GOAWAY (code %s, last stream %s, %r)",
+            event.error_code,
+            event.last_stream_id,
+            event.additional_data,
+        )
+        self._closing = True
+        self._pool.forget_connection(self)
+        last_stream_id = event.last_stream_id or 0
+        for stream_id in [sid for sid in self._streams if sid > last_stream_id]:
+            self._fail(stream_id, _NotSentError("GOAWAY before this stream was processed"))
+        if not self._streams:
+            self.close()
+
+    def flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._closing:
+            self.refresh_inactivity_timer()
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def refresh_inactivity_timer(self) -> None:
+        if self.inactivity_timer:
+            self.inactivity_timer.cancel()
+        self.inactivity_timer = self.loop.call_later(self.INACTIVITY_TIME, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if self._streams:
+            self.refresh_inactivity_timer()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Stop taking sends, fail the pending ones, say GOAWAY and close the transport."""
+        self._closing = True
+        self._pool.forget_connection(self)
+        if self.inactivity_timer:
+            self.inactivity_timer.cancel()
+            self.inactivity_timer = None
+        closed = ConnectionClosed("connection closed")
+        self._fail_all(closed)
+        self.free_channels.destroy(closed)
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(h2.exceptions.H2Error):
+                self.conn.close_connection()
+                self.transport.write(self.conn.data_to_send())
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Replaces aioapns's, which calls set_exception on cancelled futures (defect 6).
+        self._closing = True
+        self._pool.forget_connection(self)
+        if self.inactivity_timer:
+            self.inactivity_timer.cancel()
+            self.inactivity_timer = None
+        lost = ConnectionClosed(f"connection lost: {exc}" if exc else "connection lost")
+        self._fail_all(lost)
+        self.free_channels.destroy(lost)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+def _parse_error_body(body: bytes) -> tuple[str | None, int | None]:
+    if not body:
+        return None, None
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    reason = document.get("reason")
+    timestamp = document.get("timestamp")
+    return (
+        reason if isinstance(reason, str) and reason else None,
+        timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else None,
+    )
+
+
+# -- one pool per app and environment ----------------------------------------------------------
+
+
+class _ApnsConnectionPool(APNsBaseConnectionPool):
+    """aioapns's pool (connection reuse and growth up to ``max_connections``) making
+    :class:`_HardenedConnection` connections to the configured endpoint."""
+
+    MAX_SEND_ATTEMPTS = 3  # only for requests the server provably never processed
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        host: str,
+        port: int,
+        authority: str,
+        ssl_context: ssl.SSLContext,
+        auth_provider: AuthorizationHeaderProvider | None,
+        max_connections: int,
+    ) -> None:
+        super().__init__(topic=topic, max_connections=max_connections)
+        self.ssl_context = ssl_context
+        self._topic = topic
+        self._host = host
+        self._port = port
+        self._authority = authority
+        self._auth_provider = auth_provider
+
+    async def create_connection(self) -> _HardenedConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: _HardenedConnection(
+                self._topic, self._authority, loop, self._auth_provider, self
+            ),
+            host=self._host,
+            port=self._port,
+            ssl=self.ssl_context,
+        )
+        return connection
+
+    def forget_connection(self, connection: _HardenedConnection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+
+    async def send(self, request: ApnsRequest) -> ApnsResponse:
+        """Send on a free connection; resend (same apns-id) only what was never processed."""
+        for _ in range(self.MAX_SEND_ATTEMPTS):
+            connection = await self.acquire()
+            assert isinstance(connection, _HardenedConnection)
+            try:
+                return await connection.send_request(request)
+            except _NotSentError as exc:
+                log.debug("APNs request %s not processed (%s), resending", request.apns_id, exc)
+        raise ConnectionClosed("request refused on every attempt")
+
+    async def aclose(self, grace_seconds: float) -> None:
+        """Close every connection and wait (at most ``grace_seconds``) until they are gone."""
+        connections = [c for c in self.connections if isinstance(c, _HardenedConnection)]
+        for connection in connections:
+            connection.close()
+        for connection in connections:
+            try:
+                async with asyncio.timeout(grace_seconds):
+                    await asyncio.shield(connection.lost)
+            except TimeoutError:
+                if connection.transport is not None:
+                    connection.transport.abort()
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+class ApnsProvider:
+    """Sends one app's notifications to APNs; implements :class:`gateway.providers.base.Provider`.
+
+    Connections are made inside the running event loop on the first send, one pool per APNs
+    environment (a device's ``environment`` picks production or sandbox). Every send has its own
+    deadline (``send_timeout_seconds``); a send that misses it is reported ``RETRY``/``timeout``
+    and its stream is reset without disturbing the others on the connection.
+    """
+
+    # (status, reason) -> outcome, per SPEC §4. A reason of None is the row for any other reason
+    # with that status; statuses not listed are RETRY when 5xx and FAILED otherwise.
+    OUTCOMES: ClassVar[Mapping[tuple[int, str | None], Outcome]] = {
+        (200, None): Outcome.SENT,
+        # The token will never work again. For Unregistered the registry also checks that the
+        # token was not registered again after the response's timestamp.
+        (410, "Unregistered"): Outcome.TOKEN_DEAD,
+        (410, "ExpiredToken"): Outcome.TOKEN_DEAD,
+        (400, "BadDeviceToken"): Outcome.TOKEN_DEAD,
+        (400, "DeviceTokenNotForTopic"): Outcome.TOKEN_DEAD,
+        # Apple is throttling or unwell: try again later, honouring Retry-After.
+        (429, None): Outcome.RETRY,
+        (500, None): Outcome.RETRY,
+        (503, None): Outcome.RETRY,
+        # Our fault, not the token's: provider auth, payload size, any other malformed request.
+        (400, None): Outcome.FAILED,
+        (403, None): Outcome.FAILED,
+        (404, None): Outcome.FAILED,
+        (405, None): Outcome.FAILED,
+        (410, None): Outcome.FAILED,  # a 410 without a reason we know says nothing certain
+        (413, None): Outcome.FAILED,
+    }
+    # Transport failures, all transient (SPEC §4: connection errors and timeouts are retried).
+    TRANSPORT_ERRORS: ClassVar[tuple[tuple[type[BaseException], str], ...]] = (
+        (TimeoutError, "timeout"),
+        (ApnsConnectError, "connection_error"),
+        (ConnectionClosed, "connection_closed"),
+        (_StreamResetError, "stream_reset"),
+        (_MalformedResponseError, "malformed_response"),
+        (h2.exceptions.H2Error, "protocol_error"),
+        (OSError, "connection_error"),
+    )
+    MAX_CONNECTIONS = 4
+    MAX_IN_FLIGHT = 4000
+    CLOSE_GRACE_SECONDS = 2.0
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        send_timeout_seconds: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        if app.apns is None:
+            raise ValueError(f"app {app.id!r} has no [apps.apns] section")
+        self.app = app
+        self.config: ApnsConfig = app.apns
+        self.send_timeout_seconds = send_timeout_seconds
+        self.max_connections = max_connections
+        self._pools: dict[Environment, _ApnsConnectionPool] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+        self._auth_provider: AuthorizationHeaderProvider | None = None
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[DeliveryReport]:
+        """One report per message, in order; never raises for provider or transport errors."""
+        return list(await asyncio.gather(*(self.send_one(message) for message in messages)))
+
+    async def send_one(self, message: PushMessage) -> DeliveryReport:
+        """Send ``message`` and classify the answer."""
+        try:
+            request = build_apns_request(message, self.app)
+        except ValueError as exc:
+            return DeliveryReport(Outcome.FAILED, reason=f"InvalidPayload: {exc}")
+        if len(request.body) > APNS_MAX_PAYLOAD_BYTES:
+            return DeliveryReport(Outcome.FAILED, reason="PayloadTooLarge", status=413)
+        try:
+            pool, in_flight = self._pool_for(message.environment)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            # Unreadable key, certificate or CA file: no send can work until config is fixed.
+            log.error("APNs for app %s cannot start: %s", self.app.id, exc)
+            return DeliveryReport(Outcome.FAILED, reason=f"configuration_error: {exc}")
+        async with in_flight:
+            try:
+                async with asyncio.timeout(self.send_timeout_seconds):
+                    response = await pool.send(request)
+            except Exception as exc:
+                return self.transport_failure_report(exc, message)
+        return self.classify(response, request)
+
+    def classify(self, response: ApnsResponse, request: ApnsRequest) -> DeliveryReport:
+        """Turn one APNs response into a report through :attr:`OUTCOMES`."""
+        outcome = self.OUTCOMES.get((response.status, response.reason)) or self.OUTCOMES.get(
+            (response.status, None),
+            Outcome.RETRY if response.status >= 500 else Outcome.FAILED,
+        )
+        if outcome is Outcome.SENT:
+            # Apple always echoes apns-id; if a response lacks it, ours is the same id.
+            return DeliveryReport(
+                outcome, provider_id=response.apns_id or request.apns_id, status=response.status
+            )
+        invalid_since = None
+        if outcome is Outcome.TOKEN_DEAD and response.timestamp_ms is not None:
+            invalid_since = datetime.fromtimestamp(response.timestamp_ms / 1000, tz=UTC)
+        return DeliveryReport(
+            outcome,
+            provider_id=response.apns_id or request.apns_id,
+            reason=response.reason or f"HTTP {response.status}",
+            status=response.status,
+            retry_after=(
+                _retry_after_seconds(response.retry_after) if outcome is Outcome.RETRY else None
+            ),
+            token_invalid_since=invalid_since,
+        )
+
+    def transport_failure_report(self, exc: Exception, message: PushMessage) -> DeliveryReport:
+        """A report for a send that got no APNs response."""
+        for error_type, reason in self.TRANSPORT_ERRORS:
+            if isinstance(exc, error_type):
+                log.info(
+                    "APNs send to …%s for app %s: %s (%s)",
+                    message.token[-6:],
+                    self.app.id,
+                    reason,
+                    exc,
+                )
+                return DeliveryReport(Outcome.RETRY, reason=reason)
+        log.exception("APNs send to …%s failed unexpectedly", message.token[-6:])
+        return DeliveryReport(Outcome.FAILED, reason=f"internal_error: {type(exc).__name__}")
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose(self.CLOSE_GRACE_SECONDS)
+
+    # -- construction, inside the running loop -------------------------------------------------
+
+    def _pool_for(self, environment: Environment) -> tuple[_ApnsConnectionPool, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Connections belong to the loop that made them; a new loop starts afresh.
+            self._loop = loop
+            self._pools = {}
+            self._in_flight = asyncio.Semaphore(self.MAX_IN_FLIGHT)
+        assert self._in_flight is not None
+        pool = self._pools.get(environment)
+        if pool is None:
+            pool = self._pools[environment] = self._make_pool(environment)
+        return pool, self._in_flight
+
+    def _make_pool(self, environment: Environment) -> _ApnsConnectionPool:
+        apple_host = APNS_HOSTS[environment]
+        host, port = apple_host, APNS_PORT
+        if self.config.endpoint is not None:
+            # The endpoint replaces where we connect; the :authority still names Apple's host
+            # for the environment, so a simulator (or proxy) can tell the two apart.
+            endpoint = urlsplit(self.config.endpoint)
+            host, port = endpoint.hostname or host, endpoint.port or APNS_PORT
+        context = ssl.create_default_context(
+            cafile=str(self.config.ca_file) if self.config.ca_file else None
+        )
+        context.set_alpn_protocols(["h2"])
+        if self.config.cert_file is not None:
+            context.load_cert_chain(str(self.config.cert_file))
+        log.info(
+            "APNs %s for app %s via %s:%s (%s auth)",
+            environment,
+            self.app.id,
+            host,
+            port,
+            "certificate" if self.config.cert_file else "token",
+        )
+        return _ApnsConnectionPool(
+            topic=self.config.topic,
+            host=host,
+            port=port,
+            authority=apple_host,
+            ssl_context=context,
+            auth_provider=self._provider_token_header(),
+            max_connections=self.max_connections,
+        )
+
+    def _provider_token_header(self) -> AuthorizationHeaderProvider | None:
+        if self.config.cert_file is not None:
+            return None
+        if self._auth_provider is None:
+            assert self.config.key_file and self.config.key_id and self.config.team_id
+            self._auth_provider = _ProviderTokenHeader(
+                self.config.key_file.read_text(encoding="ascii"),
+                self.config.key_id,
+                self.config.team_id,
+            )
+        return self._auth_provider

@@ -1,0 +1,62 @@
+"""APNs test fixtures: a simulator on loopback and a provider pointed at it.
+
+Imported by the ``test_apns_*`` modules (not a conftest, so the FCM tests stay independent).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.config import AppConfig
+from gateway.providers.apns import ApnsProvider
+from gateway.providers.base import PushMessage
+from gateway.simulators.apns import ApnsSimulator
+from policies.tiers import Tier
+
+TOPIC = "com.example.pushgate"
+
+
+def new_token() -> str:
+    return secrets.token_hex(32)
+
+
+def make_message(token: str | None = None, **fields: Any) -> PushMessage:
+    defaults: dict[str, Any] = {
+        "token": token or new_token(),
+        "platform": "ios",
+        "tier": Tier.TRANSACTIONAL,
+        "expires_at": datetime.now(UTC) + timedelta(hours=1),
+        "title": "Your order shipped",
+        "body": "It arrives Tuesday",
+    }
+    return PushMessage(**{**defaults, **fields})
+
+
+def app_for(
+    simulator: ApnsSimulator, *, certificate_auth: bool = False, time_sensitive: bool = False
+) -> AppConfig:
+    return AppConfig(
+        id="shop",
+        time_sensitive=time_sensitive,
+        apns=simulator.apns_config(TOPIC, certificate_auth=certificate_auth),
+    )
+
+
+@pytest.fixture(name="apns_sim")
+async def apns_sim_fixture() -> AsyncIterator[ApnsSimulator]:
+    async with ApnsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(name="apns_provider")
+async def apns_provider_fixture(apns_sim: ApnsSimulator) -> AsyncIterator[ApnsProvider]:
+    provider = ApnsProvider(app_for(apns_sim), send_timeout_seconds=10)
+    try:
+        yield provider
+    finally:
+        await provider.close()
