@@ -34,6 +34,7 @@ __all__ = [
 _FIRST_SEARCH_DAYS = range(-1, 4)
 _MAX_SEARCH_DAYS = 14
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_ONE_SECOND = timedelta(seconds=1)
 # Memo of quiet stretches, see `_quiet_stretch`; cleared wholesale when it grows past this.
 _STRETCH_MEMO_LIMIT = 4096
 _stretch_memo: dict[tuple[ZoneInfo, time, time], tuple[datetime, datetime, datetime]] = {}
@@ -106,8 +107,9 @@ def release_instant(
 
     The next allowed instant plus the user's `release_offset`. The offset never pushes the
     release into the next quiet period: when the allowed stretch is shorter than the spread,
-    the offset is scaled down proportionally (`offset * stretch / spread`), which keeps the
-    release inside the stretch and keeps users spread out in the same order. Returns UTC.
+    the offset is scaled down proportionally (`offset * stretch // spread`, in whole seconds),
+    which keeps the release inside the stretch and users spread out in the same order.
+    Returns UTC.
     """
     now_utc = as_utc(now, "now")
     if isinstance(zone, str):
@@ -119,11 +121,9 @@ def release_instant(
     offset = release_offset(user_id, spread_minutes)
     allowed_for = quiet_again_at - allowed_at
     if offset >= allowed_for:
-        spread = timedelta(minutes=spread_minutes)
-        offset = _ONE_MICROSECOND * (
-            (offset // _ONE_MICROSECOND)
-            * (allowed_for // _ONE_MICROSECOND)
-            // (spread // _ONE_MICROSECOND)
+        # Whole seconds, rounded down: offset < spread, so the result stays < allowed_for.
+        offset = timedelta(
+            seconds=offset // _ONE_SECOND * (allowed_for // _ONE_SECOND) // (spread_minutes * 60)
         )
     return allowed_at + offset
 
