@@ -234,9 +234,14 @@ class DeliveryConfig(_Section):
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
 
+def _default_stale_days() -> dict[Literal["ios", "android"], int]:
+    # FCM treats a token unused for 270 days as expired; iOS follows the same default
+    return {"ios": 270, "android": 270}
+
+
 class TokensConfig(_Section):
-    stale_after_days: dict[Literal["ios", "android"], int] = Field(
-        default_factory=lambda: {"ios": 270, "android": 270}
+    stale_after_days: dict[Literal["ios", "android"], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=_default_stale_days
     )
     mass_invalidation_window_seconds: int = Field(default=300, ge=10)
     mass_invalidation_min_sends: int = Field(default=50, ge=1)

@@ -89,7 +89,9 @@ class Notification(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
-        sa.UniqueConstraint("notification_id", "device_id", name="uq_deliveries_notification_device"),
+        sa.UniqueConstraint(
+            "notification_id", "device_id", name="uq_deliveries_notification_device"
+        ),
         sa.Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
     )
 

@@ -25,22 +25,21 @@ POSTGRES_URL = os.environ.get(
 )
 POSTGRES_REQUIRED = os.environ.get("PUSHGATE_TEST_POSTGRES_REQUIRED") == "1"
 
-_postgres_checked: bool | None = None
+_postgres_probe: dict[str, bool] = {}  # probed once per test session
 
 
 async def _postgres_available() -> bool:
-    global _postgres_checked
-    if _postgres_checked is None:
+    if POSTGRES_URL not in _postgres_probe:
         engine = create_engine(DatabaseConfig(url=POSTGRES_URL))
         try:
             async with engine.connect() as connection:
                 await connection.execute(sa.text("SELECT 1"))
-            _postgres_checked = True
+            _postgres_probe[POSTGRES_URL] = True
         except Exception:  # any failure means "not available here"
-            _postgres_checked = False
+            _postgres_probe[POSTGRES_URL] = False
         finally:
             await engine.dispose()
-    return _postgres_checked
+    return _postgres_probe[POSTGRES_URL]
 
 
 async def require_postgres() -> None:

@@ -12,7 +12,9 @@ from gateway.cli.context import config_option, settings_from
 @click.command()
 @config_option
 @click.option("--api-only", is_flag=True, help="Serve the HTTP API only; another process delivers.")
-@click.option("--worker-only", is_flag=True, help="Deliver and run the scheduler only; no HTTP API.")
+@click.option(
+    "--worker-only", is_flag=True, help="Deliver and run the scheduler only; no HTTP API."
+)
 def serve(config_path: Path | None, api_only: bool, worker_only: bool) -> None:
     """Run the gateway (HTTP API, delivery worker and scheduler)."""
     if api_only and worker_only:

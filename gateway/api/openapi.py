@@ -1,0 +1,86 @@
+"""OpenAPI 3.1, generated from the route table and the pydantic models that validate requests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway.api.routing import Route
+from gateway.api.schemas import Problem
+
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422)
+
+
+def build_openapi(routes: list[Route]) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {Problem}
+    for route in routes:
+        if route.request_model is not None:
+            models.add(route.request_model)
+        models.update(model for model in route.responses.values() if model is not None)
+    ordered = sorted(models, key=lambda model: model.__name__)
+    refs, schema = models_json_schema(
+        [(model, "validation") for model in ordered],
+        ref_template="#/components/schemas/{model}",
+    )
+    ref = {model: dict(refs[(model, "validation")]) for model in ordered}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "responses": {},
+        }
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        parameters += [
+            {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
+            for header in route.headers
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        if route.public:
+            operation["security"] = []
+        if route.request_model is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref[route.request_model]}},
+            }
+        for status, model in (route.responses or {200: None}).items():
+            response: dict[str, Any] = {"description": str(status)}
+            if model is not None:
+                response["content"] = {"application/json": {"schema": ref[model]}}
+            elif status != 204:
+                response["content"] = {route.content_type: {}}
+            operation["responses"][str(status)] = response
+        if not route.public:
+            for status in _ERROR_STATUSES:
+                operation["responses"].setdefault(
+                    str(status),
+                    {
+                        "description": "problem",
+                        "content": {"application/problem+json": {"schema": ref[Problem]}},
+                    },
+                )
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pushgate",
+            "version": "1",
+            "description": "Push delivery gateway: tiers, quiet hours in the user's time zone, "
+            "and a self-cleaning device-token registry over APNs and FCM.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

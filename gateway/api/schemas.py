@@ -1,0 +1,243 @@
+"""Request and response bodies of the HTTP API.
+
+These pydantic models validate every request and are also the source of ``/openapi.json``, so
+the published contract cannot drift from what the code accepts. Validation failures that have a
+code of their own in SPEC §5 (``invalid_timezone``, ``invalid_token``) are raised as
+:class:`PydanticCustomError` with that code as the error type, and the API maps it to the code.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gateway.config import parse_hhmm, validate_timezone_name
+from policies.tiers import Tier
+
+MAX_TTL_SECONDS = 28 * 86_400  # FCM's maximum; APNs stores for about 30 days
+MAX_FCM_TOKEN_LENGTH = 4096
+_APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
+_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]+$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def _timezone(value: str) -> str:
+    try:
+        return validate_timezone_name(value)
+    except ValueError as exc:
+        raise PydanticCustomError("invalid_timezone", str(exc)) from None
+
+
+def _hhmm(value: str) -> str:
+    try:
+        parse_hhmm(value)
+    except ValueError as exc:
+        raise PydanticCustomError("invalid_request", str(exc)) from None
+    return value
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.match(value):
+        raise PydanticCustomError("invalid_request", "expected a locale such as 'en' or 'pt-BR'")
+    return value
+
+
+def check_device_token(platform: str, token: str) -> str:
+    """Raise ``invalid_token`` unless ``token`` looks like a token of ``platform``."""
+    if platform == "ios":
+        if not _APNS_TOKEN.match(token) or len(token) % 2:
+            raise PydanticCustomError(
+                "invalid_token",
+                "an APNs device token is hexadecimal, 64 characters for 32 bytes "
+                "(got {length} characters)",
+                {"length": len(token)},
+            )
+    elif not token or len(token) > MAX_FCM_TOKEN_LENGTH or not _FCM_TOKEN.match(token):
+        raise PydanticCustomError(
+            "invalid_token",
+            "an FCM registration token is 1-4096 characters of letters, digits and '_-:.'",
+        )
+    return token
+
+
+TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
+AppId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+HHMM = Annotated[str, AfterValidator(_hhmm)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+class DeviceRegistration(_Body):
+    user_id: UserId
+    app: AppId | None = None
+    platform: Literal["ios", "android"]
+    token: Annotated[str, StringConstraints(max_length=MAX_FCM_TOKEN_LENGTH)]
+    environment: Literal["production", "sandbox"] | None = Field(
+        default=None, description="APNs environment of an iOS token; defaults to the app's"
+    )
+    timezone: TimezoneName | None = None
+    locale: Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)] | None = None
+    permission: Literal["granted", "provisional", "denied", "unknown"] | None = None
+    replaces: Annotated[str, StringConstraints(max_length=MAX_FCM_TOKEN_LENGTH)] | None = Field(
+        default=None, description="the token this one refreshes; it is retired"
+    )
+
+    @model_validator(mode="after")
+    def _tokens_match_platform(self) -> DeviceRegistration:
+        check_device_token(self.platform, self.token)
+        if self.replaces is not None:
+            check_device_token(self.platform, self.replaces)
+        return self
+
+
+class DeviceOut(_Out):
+    id: str
+    user_id: str
+    app: str
+    platform: str
+    token: str
+    environment: str
+    timezone: str | None
+    locale: str | None
+    permission: str
+    status: Literal["active", "invalid", "stale"]
+    invalid_reason: str | None
+    invalidated_at: datetime | None
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceOut]
+
+
+# --- preferences ---------------------------------------------------------------------------
+
+
+class QuietHours(_Body):
+    start: HHMM
+    end: HHMM
+
+
+class PreferencesUpdate(_Body):
+    """PUT replaces every field (a field left out returns to its default); PATCH changes only the
+    fields present."""
+
+    timezone: TimezoneName | None = None
+    behavioral: bool | None = None
+    promotional: bool | None = None
+    quiet_hours: QuietHours | None = None
+
+
+class PreferencesOut(BaseModel):
+    user_id: str
+    timezone: str | None
+    behavioral: bool
+    promotional: bool
+    quiet_hours: QuietHours | None = Field(description="null: the gateway default applies")
+    effective_quiet_hours: QuietHours
+    updated_at: datetime | None
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+class NotificationRequest(_Body):
+    user_id: UserId
+    app: AppId | None = Field(default=None, description="may be left out when one app exists")
+    tier: Tier | None = None
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    title: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    body: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    data: dict[str, Any] | None = None
+    collapse_key: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=MAX_TTL_SECONDS)] | None = None
+    expires_at: AwareDatetime | None = None
+    badge: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    sound: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    thread_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _content_and_expiry(self) -> NotificationRequest:
+        if self.title is None and self.body is None and not self.data:
+            raise PydanticCustomError("invalid_request", "give at least one of title, body or data")
+        if self.ttl_seconds is not None and self.expires_at is not None:
+            raise PydanticCustomError("invalid_request", "give ttl_seconds or expires_at, not both")
+        return self
+
+
+class BatchRequest(_Body):
+    notifications: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=500)]
+
+
+class DeliveryOut(_Out):
+    device_id: str
+    platform: str
+    status: Literal["pending", "sent", "failed", "invalid_token"]
+    attempts: int
+    provider_id: str | None
+    error: str | None
+
+
+NotificationStatusName = Literal[
+    "queued", "deferred", "sent", "failed", "dropped", "expired", "cancelled"
+]
+
+
+class NotificationOut(_Out):
+    id: str
+    user_id: str
+    app: str
+    tier: Tier
+    category: str | None
+    classified_by: Literal["category", "tier", "default"]
+    status: NotificationStatusName
+    reason: str | None
+    deliver_at: datetime | None
+    expires_at: datetime
+    created_at: datetime
+    collapse_key: str | None = None
+
+
+class NotificationDetail(NotificationOut):
+    deliveries: list[DeliveryOut]
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    status: int
+    title: str
+    detail: str
+    code: str
+    errors: list[ProblemField] | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[NotificationOut | Problem]

@@ -1,0 +1,343 @@
+"""The notification data path: request → policy → store → (delivery queue).
+
+:func:`accept_notification` runs at ``POST /v1/notifications``; :func:`apply_decision` is shared
+with the release job, which re-evaluates a deferred notification with the state of that moment.
+Everything here runs inside the caller's transaction and takes ``now`` as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from gateway.api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TierConflict,
+    UnknownApp,
+    ValidationFailed,
+)
+from gateway.api.schemas import NotificationRequest
+from gateway.config import ApiKeyConfig, Settings, parse_hhmm
+from gateway.models import (
+    PENDING_NOTIFICATION_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Notification,
+    NotificationStatus,
+    Preference,
+)
+from policies import (
+    Decision,
+    Defer,
+    Drop,
+    DropReason,
+    FrequencyCap,
+    PolicySettings,
+    QuietWindow,
+    Send,
+    UserFacts,
+    cap_window_start,
+    classify,
+    decide,
+    resolve_expiry,
+)
+from policies import TierConflict as PolicyTierConflict
+from policies.tiers import Tier
+from tokens.models import Device
+from tokens.registry import deliverable_devices, latest_device_timezone
+
+log = logging.getLogger(__name__)
+
+
+def build_policy_settings(settings: Settings) -> PolicySettings:
+    """The pure policy module's view of the configuration."""
+    policy = settings.policy
+    return PolicySettings(
+        default_timezone=policy.default_timezone,
+        quiet_hours=QuietWindow(policy.quiet_hours.start, policy.quiet_hours.end),
+        release_spread_minutes=policy.release_spread_minutes,
+        behavioral_default_opt_in=policy.behavioral_default_opt_in,
+        default_ttl_seconds=dict(policy.default_ttl_seconds),
+        frequency_caps={
+            tier: FrequencyCap(max=cap.max, window_seconds=cap.window_seconds)
+            for tier, cap in policy.frequency_caps.items()
+        },
+        default_tier=policy.default_tier,
+        categories=dict(settings.categories),
+    )
+
+
+def resolve_app(settings: Settings, requested: str | None, caller: ApiKeyConfig) -> str:
+    """The app a request is for: named, or the only one configured; checked against the key."""
+    if requested is None:
+        if len(settings.apps) != 1:
+            raise ValidationFailed(
+                "app is required when more than one app is configured",
+                errors=[],
+            )
+        requested = settings.apps[0].id
+    if settings.app(requested) is None:
+        known = ", ".join(app.id for app in settings.apps) or "none"
+        raise UnknownApp(f"app {requested!r} is not configured (configured apps: {known})")
+    if caller.apps is not None and requested not in caller.apps:
+        raise Forbidden(
+            f"API key {caller.name!r} may not send for app {requested!r}", code="app_not_allowed"
+        )
+    return requested
+
+
+async def load_user_facts(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    app: str,
+    now: datetime,
+    policy: PolicySettings,
+    exclude_notification: str | None = None,
+) -> tuple[UserFacts, Sequence[Device]]:
+    """Everything the policy needs to know about a user at ``now``, and the devices to send to.
+
+    ``exclude_notification`` keeps a notification being released from counting against its own
+    frequency cap.
+    """
+    preference = await session.get(Preference, user_id)
+    devices = await deliverable_devices(session, user_id, app)
+    recent_counts: dict[Tier, int] = {}
+    for tier in Tier:
+        since = cap_window_start(now, tier, policy)
+        if since is None:
+            continue
+        query = (
+            sa.select(sa.func.count())
+            .select_from(Notification)
+            .where(
+                col(Notification.user_id) == user_id,
+                col(Notification.tier) == tier,
+                col(Notification.counted_at) >= since,
+            )
+        )
+        if exclude_notification is not None:
+            query = query.where(col(Notification.id) != exclude_notification)
+        recent_counts[tier] = (await session.execute(query)).scalar_one()
+    facts = UserFacts(
+        user_id=user_id,
+        timezone=preference.timezone if preference else None,
+        device_timezone=await latest_device_timezone(session, user_id),
+        behavioral_opt_in=preference.behavioral if preference else None,
+        promotional_opt_in=preference.promotional if preference else None,
+        quiet_hours=quiet_window_of(preference),
+        active_devices=len(devices),
+        recent_counts=recent_counts,
+    )
+    return facts, devices
+
+
+def quiet_window_of(preference: Preference | None) -> QuietWindow | None:
+    if preference is None or preference.quiet_start is None or preference.quiet_end is None:
+        return None
+    return QuietWindow(parse_hhmm(preference.quiet_start), parse_hhmm(preference.quiet_end))
+
+
+def format_hhmm(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+async def apply_decision(
+    session: AsyncSession,
+    notification: Notification,
+    decision: Decision,
+    devices: Sequence[Device],
+    *,
+    now: datetime,
+) -> None:
+    """Record the policy's decision on the notification; a send creates one pending delivery per
+    device, which is what the delivery worker picks up."""
+    notification.updated_at = now
+    match decision:
+        case Send():
+            notification.status = NotificationStatus.QUEUED
+            notification.reason = None
+            notification.deliver_at = now
+            notification.counted_at = now
+            session.add(notification)
+            await session.flush()  # the deliveries' foreign key needs the row first
+            for device in devices:
+                session.add(
+                    Delivery(
+                        notification_id=notification.id,
+                        device_id=device.id,
+                        platform=device.platform,
+                        status=DeliveryStatus.PENDING,
+                        next_attempt_at=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        case Defer(until=until, reason=reason):
+            notification.status = NotificationStatus.DEFERRED
+            notification.reason = str(reason)
+            notification.deliver_at = until
+            session.add(notification)
+        case Drop(reason=reason):
+            notification.status = (
+                NotificationStatus.EXPIRED
+                if reason == DropReason.EXPIRED
+                else NotificationStatus.DROPPED
+            )
+            notification.reason = str(reason)
+            session.add(notification)
+
+
+async def supersede_deferred(
+    session: AsyncSession, notification: Notification, *, now: datetime
+) -> int:
+    """A newer notification with the same user, app and collapse key replaces deferred ones."""
+    if notification.collapse_key is None:
+        return 0
+    result = await session.execute(
+        sa.update(Notification)
+        .where(
+            col(Notification.user_id) == notification.user_id,
+            col(Notification.app) == notification.app,
+            col(Notification.collapse_key) == notification.collapse_key,
+            col(Notification.status) == NotificationStatus.DEFERRED,
+            col(Notification.id) != notification.id,
+        )
+        .values(
+            status=NotificationStatus.DROPPED,
+            reason=DropReason.SUPERSEDED,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    notification: Notification
+    superseded: int
+
+
+async def accept_notification(
+    session: AsyncSession,
+    request: NotificationRequest,
+    *,
+    caller: ApiKeyConfig,
+    settings: Settings,
+    policy: PolicySettings,
+    now: datetime,
+) -> Accepted:
+    """Classify, authorise, decide and store one notification. Raises :class:`GatewayError`
+    subclasses for requests that must be refused (nothing is stored then)."""
+    app = resolve_app(settings, request.app, caller)
+    try:
+        classification = classify(request.category, request.tier, policy)
+    except PolicyTierConflict as conflict:
+        raise TierConflict(
+            f"category {request.category!r} is {conflict.category_tier}, "
+            f"but tier {conflict.requested_tier} was requested"
+        ) from None
+    tier = classification.tier
+    if tier not in caller.allowed_tiers:
+        allowed = ", ".join(caller.allowed_tiers)
+        raise Forbidden(
+            f"API key {caller.name!r} may not send {tier} notifications (allowed: {allowed})",
+            code="tier_not_allowed",
+        )
+    expires_at = resolve_expiry(
+        now, tier, policy, ttl_seconds=request.ttl_seconds, expires_at=request.expires_at
+    )
+    if expires_at <= now:
+        raise ValidationFailed(
+            f"expires_at {expires_at.isoformat()} is not in the future",
+        )
+    facts, devices = await load_user_facts(
+        session, user_id=request.user_id, app=app, now=now, policy=policy
+    )
+    decision = decide(now, tier, expires_at, facts, policy)
+    notification = Notification(
+        user_id=request.user_id,
+        app=app,
+        tier=tier,
+        category=request.category,
+        classified_by=classification.classified_by,
+        status=NotificationStatus.QUEUED,
+        title=request.title,
+        body=request.body,
+        data=request.data,
+        collapse_key=request.collapse_key,
+        badge=request.badge,
+        sound=request.sound,
+        thread_id=request.thread_id,
+        sender=caller.name,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    superseded = 0
+    if isinstance(decision, Send | Defer):
+        superseded = await supersede_deferred(session, notification, now=now)
+    await apply_decision(session, notification, decision, devices, now=now)
+    log.info(
+        "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
+        notification.id,
+        notification.user_id,
+        tier,
+        notification.status,
+        notification.reason,
+        caller.name,
+    )
+    return Accepted(notification, superseded)
+
+
+async def get_notification(session: AsyncSession, notification_id: str) -> Notification:
+    notification = await session.get(Notification, notification_id)
+    if notification is None:
+        raise NotFound(f"no notification with id {notification_id!r}")
+    return notification
+
+
+async def deliveries_of(session: AsyncSession, notification_id: str) -> Sequence[Delivery]:
+    result = await session.execute(
+        select(Delivery)
+        .where(Delivery.notification_id == notification_id)
+        .order_by(col(Delivery.created_at), col(Delivery.id))
+    )
+    return result.scalars().all()
+
+
+async def cancel_notification(
+    session: AsyncSession, notification_id: str, *, now: datetime
+) -> Notification:
+    """Cancel a deferred or queued notification; its pending deliveries end ``failed`` with
+    error ``cancelled``. Raises 409 ``not_cancellable`` otherwise."""
+    notification = await get_notification(session, notification_id)
+    if notification.status not in PENDING_NOTIFICATION_STATUSES:
+        raise Conflict(
+            f"notification {notification_id} is {notification.status}; only deferred or queued "
+            "notifications can be cancelled",
+            code="not_cancellable",
+        )
+    notification.status = NotificationStatus.CANCELLED
+    notification.reason = None
+    notification.updated_at = now
+    session.add(notification)
+    await session.execute(
+        sa.update(Delivery)
+        .where(
+            col(Delivery.notification_id) == notification_id,
+            col(Delivery.status) == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, error="cancelled", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return notification
