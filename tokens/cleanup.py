@@ -29,7 +29,8 @@ DEFAULT_BATCH_SIZE = 5_000
 devices = cast(sa.Table, Device.__table__)  # type: ignore[attr-defined]
 token_events = cast(sa.Table, TokenEvent.__table__)  # type: ignore[attr-defined]
 
-ProgressCallback = Callable[[int], None]
+# called after each committed batch with that batch's counts per (app, platform)
+ProgressCallback = Callable[[Counter[tuple[str, str]]], None]
 
 
 @dataclass
@@ -102,10 +103,19 @@ async def count_purge_candidates(
 
 
 def _claim(session: AsyncSession, condition: sa.ColumnElement[bool], limit: int) -> Any:
-    """The ids of up to ``limit`` matching devices, skipping rows another worker holds."""
+    """Criteria selecting up to ``limit`` matching devices, skipping rows another worker holds.
+
+    No re-check is needed after claiming: on SQLite the statement runs under the database's
+    write lock; on PostgreSQL ``FOR UPDATE`` re-evaluates ``condition`` on a row that changed
+    since the snapshot and ``SKIP LOCKED`` passes over rows another transaction holds.
+    """
     batch = sa.select(devices.c.id).where(condition).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
-        batch = batch.with_for_update(skip_locked=True)
+        # A materialized CTE joined by primary key (UPDATE ... FROM / DELETE ... USING): as a
+        # plain `IN (subquery)` PostgreSQL may plan a semi-join that re-runs the LIMIT
+        # subquery per row, claiming far more than one batch, or scans every candidate row.
+        claimed = batch.with_for_update(skip_locked=True).cte("batch").prefix_with("MATERIALIZED")
+        return devices.c.id == claimed.c.id
     return devices.c.id.in_(batch)
 
 
@@ -125,8 +135,7 @@ async def mark_stale_batch(
     condition = _stale_condition(cutoffs, app)
     result = await session.execute(
         sa.update(devices)
-        # the condition again: a registration may have refreshed a row since it was selected
-        .where(_claim(session, condition, limit), condition)
+        .where(_claim(session, condition, limit))
         .values(status=DeviceStatus.STALE, updated_at=now)
         .returning(devices.c.id, devices.c.app, devices.c.platform, devices.c.token)
     )
@@ -147,7 +156,7 @@ async def purge_batch(
     condition = _purge_condition(invalidated_before)
     result = await session.execute(
         sa.delete(devices)
-        .where(_claim(session, condition, limit), condition)
+        .where(_claim(session, condition, limit))
         .returning(
             devices.c.id,
             devices.c.app,
@@ -202,7 +211,7 @@ async def mark_stale_devices(
 ) -> CleanupResult:
     """Mark every active device last seen before its platform's cutoff as ``stale``.
 
-    Commits once per batch of ``batch_size``; ``on_batch(n)`` is called after each commit.
+    Commits once per batch of ``batch_size``; ``on_batch(counts)`` is called after each commit.
     With ``dry_run`` nothing is written and the counts are what a real run would mark now.
     """
     if dry_run:
@@ -221,7 +230,7 @@ async def mark_stale_devices(
         result.counts.update(batch)
         result.batches += 1
         if on_batch is not None:
-            on_batch(batch.total())
+            on_batch(batch)
 
 
 async def purge_invalid_devices(
@@ -258,4 +267,4 @@ async def purge_invalid_devices(
         result.counts.update(batch)
         result.batches += 1
         if on_batch is not None:
-            on_batch(batch.total())
+            on_batch(batch)
