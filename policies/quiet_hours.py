@@ -111,9 +111,23 @@ def release_instant(
     which keeps the release inside the stretch and users spread out in the same order.
     Returns UTC.
     """
-    now_utc = as_utc(now, "now")
     if isinstance(zone, str):
         zone = load_zone(zone)
+    return release_instant_utc(
+        as_utc(now, "now"), zone, start, end, user_id=user_id, spread_minutes=spread_minutes
+    )
+
+
+def release_instant_utc(
+    now_utc: datetime,
+    zone: ZoneInfo,
+    start: time,
+    end: time,
+    *,
+    user_id: str,
+    spread_minutes: int,
+) -> datetime | None:
+    """`release_instant` for a `now` already in UTC and a loaded zone (the decision's hot path)."""
     stretch = _quiet_stretch(now_utc, zone, start, end)
     if stretch is None:
         return None
@@ -130,7 +144,10 @@ def release_instant(
 
 def as_utc(instant: datetime, name: str) -> datetime:
     """`instant` in UTC; raise `ValueError` naming it when it is naive."""
-    if instant.tzinfo is None or instant.utcoffset() is None:
+    zone = instant.tzinfo
+    if zone is UTC:
+        return instant
+    if zone is None or instant.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime, got naive {instant.isoformat()}")
     return instant.astimezone(UTC)
 
