@@ -90,7 +90,8 @@ def release_offset(user_id: str, spread_minutes: int) -> timedelta:
 
 @lru_cache(maxsize=8192)
 def _release_offset(user_id: str, spread_minutes: int) -> timedelta:
-    digest = blake2b(user_id.encode(), digest_size=8).digest()
+    # surrogatepass: a JSON body can carry a lone surrogate ("\\ud800") in a user id.
+    digest = blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return timedelta(seconds=int.from_bytes(digest, "big") % (spread_minutes * 60))
 
 

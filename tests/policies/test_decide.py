@@ -18,6 +18,7 @@ from policies import (
     UserFacts,
     cap_window_start,
     decide,
+    release_instant,
     release_offset,
     resolve_expiry,
     resolve_timezone,
@@ -326,6 +327,28 @@ def test_release_offset_is_a_stable_hash_of_the_user_id() -> None:
     offsets = {release_offset(f"user-{n}", 30) for n in range(500)}
     assert all(timedelta(0) <= o < timedelta(minutes=30) for o in offsets)
     assert len(offsets) > 400  # spread out, not a handful of buckets
+
+
+def test_release_offset_accepts_any_json_string() -> None:
+    # json.loads('"\\ud800"') is a lone surrogate, which plain .encode() refuses.
+    assert timedelta(0) <= release_offset("\ud800", 30) < timedelta(minutes=30)
+
+
+def test_release_instant_takes_a_zone_name() -> None:
+    # 2024-06-03 01:00Z = 02:00 BST, quiet until 08:00 BST = 07:00Z; no spread.
+    at_2am = datetime(2024, 6, 3, 1, tzinfo=UTC)
+    assert release_instant(
+        at_2am, "Europe/London", time(22), time(8), user_id="u", spread_minutes=0
+    ) == datetime(2024, 6, 3, 7, tzinfo=UTC)
+    assert (
+        release_instant(NOON, "Europe/London", time(22), time(8), user_id="u", spread_minutes=30)
+        is None
+    )
+
+
+def test_unknown_tier_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown tier"):
+        decide(NOON, "urgent", LATER, user(), SETTINGS)  # type: ignore[arg-type]
 
 
 PINNED_ALICE_OFFSET = timedelta(minutes=18, seconds=49)
