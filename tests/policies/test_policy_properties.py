@@ -243,3 +243,18 @@ def test_consent_devices_and_caps_hold_for_every_tier(
         assert decision == Drop(DropReason.FREQUENCY_CAPPED)
     else:
         assert decision == Send()
+
+
+@settings(max_examples=max(10, EXAMPLES.max_examples // 5), deadline=None)
+@given(zone=ZONES, now=INSTANTS, window=WINDOWS)
+def test_next_allowed_instant_is_the_earliest_by_brute_force(
+    *, zone: str, now: datetime, window: QuietWindow
+) -> None:
+    # Walk minute by minute from now: every step before the answer is quiet, the answer is not.
+    allowed = next_allowed_instant(now, zone, window.start, window.end)
+    assert allowed >= now
+    assert not local_quiet(allowed, zone, window)
+    step = now
+    while step < allowed:
+        assert local_quiet(step, zone, window), step
+        step += timedelta(minutes=1)
