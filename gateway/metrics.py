@@ -41,8 +41,8 @@ class Metrics:
         )
         self.deferred = Gauge(
             "pushgate_deferred_notifications",
-            "Deferred notifications by hours until release (0-23; 24 = later)",
-            ["hours_from_now"],
+            "Deferred notifications by release hour: overdue, 1-24 (hours ahead), later",
+            ["release_hour"],
             registry=self.registry,
         )
         self.deliveries = Counter(

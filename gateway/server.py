@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import signal
+from collections.abc import Iterator
 from enum import StrEnum
+from pathlib import Path
 
+import sqlalchemy as sa
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.api.app import init_app
+from gateway.api.app import init_app, no_dispatch, system_clock
 from gateway.config import Settings
-from gateway.db import create_engine, schema_state, upgrade_database
+from gateway.db import create_engine, schema_state, session_factory, upgrade_database
+from gateway.delivery import DeliveryWorker
 from gateway.metrics import Metrics
+from gateway.notifications import build_policy_settings
+from gateway.providers.registry import ProviderRegistry
+from gateway.sandbox import start_sandbox
+from gateway.scheduler import GatewayJobs
+from tokens.feedback import InvalidationGuard
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +51,47 @@ def configure_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiohttp's access log would print every path; the metrics cover request volume
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # per-request and per-tick chatter: the metrics cover request volume and job runs
+    for noisy in ("aiohttp.access", "apscheduler", "httpx", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def sqlite_delivery_lock(settings: Settings) -> Iterator[None]:
+    """On SQLite one process owns delivery (there is no SKIP LOCKED to share the queue): hold an
+    exclusive lock file next to the database while this process delivers."""
+    url = sa.make_url(settings.database.url)
+    database = url.database or ""
+    if not settings.database.is_sqlite or database in ("", ":memory:"):
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".delivery-lock")
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartupError(
+                f"another pushgate process already delivers from {database}: on SQLite one "
+                "process owns delivery. Start extra processes with --api-only, or move to "
+                "PostgreSQL to run several workers"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+async def prepare_schema(engine: AsyncEngine) -> None:
+    state = await schema_state(engine)
+    if state.is_empty:
+        log.info("empty database: creating the schema (revision %s)", state.head)
+        await upgrade_database(engine)
+    elif not state.is_current:
+        raise StartupError(
+            f"the database schema is at revision {state.current} but this version needs "
+            f"{state.head}: run `pushgate db upgrade` (once, from one process), "
+            "then start again"
+        )
 
 
 async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = None) -> None:
@@ -50,25 +101,68 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    delivers = role in (Role.ALL, Role.WORKER)
 
-    engine = create_engine(settings.database)
-    try:
-        state = await schema_state(engine)
-        if state.is_empty:
-            log.info("empty database: creating the schema (revision %s)", state.head)
-            await upgrade_database(engine)
-        elif not state.is_current:
-            raise StartupError(
-                f"the database schema is at revision {state.current} but this version needs "
-                f"{state.head}: run `pushgate db upgrade` (once, from one process), "
-                "then start again"
-            )
+    async with contextlib.AsyncExitStack() as stack:
+        if delivers:
+            stack.enter_context(sqlite_delivery_lock(settings))
+            settings = await stack.enter_async_context(start_sandbox(settings))
+        engine = create_engine(settings.database)
+        stack.push_async_callback(engine.dispose)
+        await prepare_schema(engine)
+        sessions = session_factory(engine)
         metrics = Metrics()
-        runner: web.AppRunner | None = None
+        policy = build_policy_settings(settings)
+        worker: DeliveryWorker | None = None
+        if delivers:
+            providers = ProviderRegistry.from_settings(settings)
+            stack.push_async_callback(providers.close)
+            worker = DeliveryWorker(
+                sessions,
+                providers,
+                settings.delivery,
+                clock=system_clock,
+                metrics=metrics,
+                guard=InvalidationGuard(
+                    window_seconds=settings.tokens.mass_invalidation_window_seconds,
+                    min_sends=settings.tokens.mass_invalidation_min_sends,
+                    ratio=settings.tokens.mass_invalidation_ratio,
+                ),
+                use_skip_locked=not settings.database.is_sqlite,
+                batch_size=settings.delivery.release_batch_size,
+            )
+            jobs = GatewayJobs(
+                sessions,
+                settings,
+                policy,
+                worker,
+                clock=system_clock,
+                metrics=metrics,
+                skip_locked=not settings.database.is_sqlite,
+            )
+            scheduler = AsyncIOScheduler(timezone="UTC")
+            jobs.schedule(scheduler)
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+            worker_task = asyncio.create_task(worker.run(), name="delivery-worker")
+
+            async def stop_worker() -> None:
+                assert worker is not None
+                worker.stop()
+                await worker_task
+
+            stack.push_async_callback(stop_worker)
+            log.info("delivery worker and scheduler started (%s)", worker.owner)
         if role in (Role.ALL, Role.API):
-            app = init_app(settings, engine=engine, metrics=metrics)
+            app = init_app(
+                settings,
+                engine=engine,
+                metrics=metrics,
+                dispatch=worker.wake if worker is not None else no_dispatch,
+            )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
+            stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, settings.server.host, settings.server.port)
             await site.start()
             log.info(
@@ -78,14 +172,8 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
                 role,
                 "SQLite" if settings.database.is_sqlite else "PostgreSQL",
             )
-        if role is Role.WORKER:
-            log.info("pushgate worker started (no HTTP API in this process)")
         await stop.wait()
         log.info("shutting down")
-        if runner is not None:
-            await runner.cleanup()
-    finally:
-        await engine.dispose()
 
 
 def run(settings: Settings, role: Role) -> int:

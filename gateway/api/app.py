@@ -28,7 +28,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _no_dispatch(_ids: Sequence[str]) -> None:
+def no_dispatch(_ids: Sequence[str]) -> None:
     """Without a worker in this process the deliveries wait for one that polls the database."""
 
 
@@ -66,7 +66,7 @@ def init_app(
     engine: AsyncEngine | None = None,
     clock: Clock = system_clock,
     metrics: Metrics | None = None,
-    dispatch: Dispatch = _no_dispatch,
+    dispatch: Dispatch = no_dispatch,
 ) -> web.Application:
     """Build the HTTP application. Without ``engine``, one is made from the configuration and
     disposed of on shutdown."""

@@ -1,0 +1,470 @@
+"""The delivery worker: claim due deliveries, send them, record what the provider said.
+
+The data path of one round: claim (lease) → build messages → provider ``send`` → report →
+delivery status and token outcome → the notification's final status. The ``deliveries`` rows
+are the queue and the journal: a worker that dies holding a lease loses nothing, its work is
+claimed again once the lease has run out (only what was in flight may be sent twice).
+
+Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so several workers share the queue; on
+SQLite one process owns delivery (:class:`gateway.server` takes a lock file for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, or_, select
+
+from gateway.config import DeliveryConfig
+from gateway.db import transaction
+from gateway.metrics import Metrics
+from gateway.models import Delivery, DeliveryStatus, Notification, NotificationStatus
+from gateway.providers.base import Platform, Provider, PushMessage
+from policies.tiers import Tier
+from tokens.feedback import InvalidationGuard, TokenOutcome, apply_report
+from tokens.models import Device
+from tokens.reports import DeliveryReport, Outcome
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+ProviderLookup = Callable[[str, Platform], Provider]
+
+PROVIDER_NAMES: dict[str, str] = {"ios": "apns", "android": "fcm"}
+
+
+def worker_identity() -> str:
+    """Names the lease holder in the database: host, process and a random part."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def backoff_delay(attempt: int, config: DeliveryConfig, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
+    ceiling = min(config.backoff_max_seconds, config.backoff_base_seconds * 2 ** (attempt - 1))
+    return rng.uniform(0, ceiling)
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after ``threshold`` transient failures in a row of one provider and app; while
+    open, that provider's deliveries wait (they are not attempted and do not use up attempts).
+    After ``reset_seconds`` one round is let through: a success closes it, a failure reopens."""
+
+    threshold: int
+    reset_seconds: float
+    failures: int = 0
+    open_until: datetime | None = None
+
+    def is_open(self, now: datetime) -> bool:
+        return self.open_until is not None and now < self.open_until
+
+    def record(self, outcome: Outcome, now: datetime) -> None:
+        if outcome is Outcome.RETRY:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.open_until = now + timedelta(seconds=self.reset_seconds)
+        else:
+            self.failures = 0
+            self.open_until = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    delivery_id: str
+    attempts: int
+    notification: Notification
+    device: Device
+
+    @property
+    def app(self) -> str:
+        return self.notification.app
+
+
+@dataclass
+class RoundResult:
+    """What one round did, for logs, metrics and tests."""
+
+    claimed: int = 0
+    outcomes: dict[Outcome, int] = field(default_factory=lambda: defaultdict(int))
+    waiting_on_breaker: int = 0
+    finished_notifications: int = 0
+
+
+def push_message(notification: Notification, device: Device) -> PushMessage:
+    return PushMessage(
+        token=device.token,
+        platform="ios" if device.platform == "ios" else "android",
+        tier=Tier(notification.tier),
+        expires_at=notification.expires_at,
+        environment="sandbox" if device.environment == "sandbox" else "production",
+        title=notification.title,
+        body=notification.body,
+        data=notification.data or {},
+        badge=notification.badge,
+        sound=notification.sound,
+        thread_id=notification.thread_id,
+        collapse_key=notification.collapse_key,
+        notification_id=notification.id,
+    )
+
+
+class DeliveryWorker:
+    """Runs delivery rounds until stopped; :meth:`wake` starts a round at once (the immediate
+    path for notifications queued by the API in this process)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        providers: ProviderLookup,
+        config: DeliveryConfig,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        guard: InvalidationGuard | None = None,
+        owner: str | None = None,
+        use_skip_locked: bool = False,
+        batch_size: int = 500,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.providers = providers
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.guard = guard
+        self.owner = owner or worker_identity()
+        self.use_skip_locked = use_skip_locked
+        self.batch_size = batch_size
+        self.rng = rng or random.Random()
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+
+    # -- running -------------------------------------------------------------------------------
+
+    def wake(self, _ids: Sequence[str] = ()) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`stop`; a failing round is logged and retried, never fatal."""
+        log.info("delivery worker %s started", self.owner)
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                result = await self.run_round()
+            except Exception:
+                log.exception("delivery round failed; retrying after the poll interval")
+                result = RoundResult()
+            if result.claimed >= self.batch_size:
+                continue  # more is waiting: no pause
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
+        log.info("delivery worker %s stopped", self.owner)
+
+    async def run_round(self) -> RoundResult:
+        """Claim one batch of due deliveries, send it, record the results."""
+        now = self.clock()
+        claimed = await self.claim(now)
+        result = RoundResult(claimed=len(claimed))
+        expired = [item for item in claimed if item.notification.expires_at <= now]
+        if expired:
+            # waited past its expiry (breaker open, long outage): never send it late
+            reports = [DeliveryReport(Outcome.FAILED, reason="expired")] * len(expired)
+            result.finished_notifications += await self.record_reports(expired, reports, now)
+            claimed = [item for item in claimed if item.notification.expires_at > now]
+        groups: dict[tuple[str, str], list[ClaimedDelivery]] = defaultdict(list)
+        for item in claimed:
+            groups[(item.app, item.device.platform)].append(item)
+        await asyncio.gather(
+            *(
+                self._deliver_group(app, platform, items, result)
+                for (app, platform), items in groups.items()
+            )
+        )
+        return result
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def claim(self, now: datetime) -> list[ClaimedDelivery]:
+        """Lease up to ``batch_size`` due pending deliveries to this worker."""
+        lease_until = now + timedelta(seconds=self.config.lease_seconds)
+        async with transaction(self.sessions) as session:
+            query = (
+                select(Delivery.id)
+                .where(
+                    col(Delivery.status) == DeliveryStatus.PENDING,
+                    col(Delivery.next_attempt_at) <= now,
+                    or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
+                )
+                .order_by(col(Delivery.next_attempt_at))
+                .limit(self.batch_size)
+            )
+            if self.use_skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await session.execute(query)).scalars())
+            if not ids:
+                return []
+            await session.execute(
+                sa.update(Delivery)
+                .where(col(Delivery.id).in_(ids))
+                .values(lease_owner=self.owner, lease_until=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+            rows = await session.execute(
+                select(Delivery, Notification, Device)
+                .join(Notification, col(Notification.id) == col(Delivery.notification_id))
+                .join(Device, col(Device.id) == col(Delivery.device_id))
+                .where(col(Delivery.id).in_(ids))
+            )
+            claimed = [
+                ClaimedDelivery(delivery.id, delivery.attempts, notification, device)
+                for delivery, notification, device in rows.all()
+            ]
+        # deliveries whose device row is gone (unregistered meanwhile) end here, with a reason
+        found = {item.delivery_id for item in claimed}
+        orphans = [delivery_id for delivery_id in ids if delivery_id not in found]
+        if orphans:
+            await self._fail_orphans(orphans, now)
+        return claimed
+
+    async def _fail_orphans(self, ids: list[str], now: datetime) -> None:
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                sa.update(Delivery)
+                .where(col(Delivery.id).in_(ids), col(Delivery.lease_owner) == self.owner)
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    error="device_unregistered",
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            notification_ids = (
+                await session.execute(
+                    select(Delivery.notification_id).where(col(Delivery.id).in_(ids))
+                )
+            ).scalars()
+            await finish_notifications(session, set(notification_ids), now=now)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _breaker(self, app: str, platform: str) -> CircuitBreaker:
+        key = (app, platform)
+        if key not in self.breakers:
+            self.breakers[key] = CircuitBreaker(
+                self.config.breaker_failure_threshold, self.config.breaker_reset_seconds
+            )
+        return self.breakers[key]
+
+    def _limit(self, app: str, platform: str) -> asyncio.Semaphore:
+        key = (app, platform)
+        if key not in self._limits:
+            self._limits[key] = asyncio.Semaphore(self.config.concurrency_per_app)
+        return self._limits[key]
+
+    async def _deliver_group(
+        self, app: str, platform: str, items: list[ClaimedDelivery], result: RoundResult
+    ) -> None:
+        provider_name = PROVIDER_NAMES.get(platform, platform)
+        breaker = self._breaker(app, platform)
+        now = self.clock()
+        if breaker.is_open(now):
+            assert breaker.open_until is not None
+            await self._postpone(items, breaker.open_until, now)
+            result.waiting_on_breaker += len(items)
+            return
+        provider = self.providers(app, "ios" if platform == "ios" else "android")
+        limit = self._limit(app, platform)
+        chunk = self.config.concurrency_per_app
+        reports: list[DeliveryReport] = []
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            async with limit:
+                reports += await self._send(provider, part)
+        now = self.clock()
+        for report in reports:
+            breaker.record(report.outcome, now)
+            self.metrics.deliveries.labels(provider_name, app, report.outcome).inc()
+            result.outcomes[report.outcome] += 1
+            if self.guard is not None:
+                self.guard.record(app, report, now)
+        self.metrics.breaker_open.labels(provider_name, app).set(int(breaker.is_open(now)))
+        result.finished_notifications += await self.record_reports(items, reports, now)
+
+    async def _send(self, provider: Provider, items: list[ClaimedDelivery]) -> list[DeliveryReport]:
+        messages = [push_message(item.notification, item.device) for item in items]
+        try:
+            reports = await provider.send(messages)
+        except Exception as exc:  # a provider must not raise; if one does, nothing is lost
+            log.exception("provider raised instead of reporting; retrying the batch")
+            return [
+                DeliveryReport(Outcome.RETRY, reason=f"provider_error: {type(exc).__name__}")
+            ] * len(items)
+        if len(reports) != len(items):
+            log.error("provider returned %d reports for %d messages", len(reports), len(items))
+            return [DeliveryReport(Outcome.RETRY, reason="provider_error: report count")] * len(
+                items
+            )
+        return reports
+
+    async def _postpone(self, items: list[ClaimedDelivery], until: datetime, now: datetime) -> None:
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                sa.update(Delivery)
+                .where(
+                    col(Delivery.id).in_([item.delivery_id for item in items]),
+                    col(Delivery.lease_owner) == self.owner,
+                )
+                .values(next_attempt_at=until, lease_owner=None, lease_until=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    # -- recording -----------------------------------------------------------------------------
+
+    async def record_reports(
+        self, items: list[ClaimedDelivery], reports: list[DeliveryReport], now: datetime
+    ) -> int:
+        """Write each report to its delivery (only while this worker still holds the lease),
+        apply token outcomes, and finish notifications whose deliveries are all done."""
+        touched: set[str] = set()
+        async with transaction(self.sessions) as session:
+            for item, report in zip(items, reports, strict=True):
+                values = self._delivery_update(item, report, now)
+                updated = await session.execute(
+                    sa.update(Delivery)
+                    .where(
+                        col(Delivery.id) == item.delivery_id,
+                        col(Delivery.lease_owner) == self.owner,
+                        col(Delivery.status) == DeliveryStatus.PENDING,
+                    )
+                    .values(**values, lease_owner=None, lease_until=None, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if not updated.rowcount:  # type: ignore[attr-defined]
+                    # our lease ran out and another worker took over: its result counts
+                    log.warning(
+                        "lost the lease on delivery %s; dropping this result", item.delivery_id
+                    )
+                    continue
+                if report.outcome is Outcome.TOKEN_DEAD:
+                    provider = PROVIDER_NAMES.get(item.device.platform, item.device.platform)
+                    outcome = await apply_report(
+                        session,
+                        item.device.id,
+                        report,
+                        now=now,
+                        actor=f"{provider}:{report.status or ''} {report.reason or ''}".strip(),
+                        guard=self.guard,
+                    )
+                    if outcome is TokenOutcome.INVALIDATED:
+                        self.metrics.tokens_invalidated.labels(
+                            item.app, item.device.platform, report.reason or ""
+                        ).inc()
+                if values["status"] != DeliveryStatus.PENDING:
+                    touched.add(item.notification.id)
+            return await finish_notifications(session, touched, now=now)
+
+    def _delivery_update(
+        self, item: ClaimedDelivery, report: DeliveryReport, now: datetime
+    ) -> dict[str, object]:
+        attempts = item.attempts + 1
+        match report.outcome:
+            case Outcome.SENT:
+                return {
+                    "status": DeliveryStatus.SENT,
+                    "attempts": attempts,
+                    "provider_id": report.provider_id,
+                    "error": None,
+                }
+            case Outcome.TOKEN_DEAD:
+                return {
+                    "status": DeliveryStatus.INVALID_TOKEN,
+                    "attempts": attempts,
+                    "provider_id": report.provider_id,
+                    "error": report.reason,
+                }
+            case Outcome.FAILED:
+                return {
+                    "status": DeliveryStatus.FAILED,
+                    "attempts": attempts,
+                    "provider_id": report.provider_id,
+                    "error": report.reason,
+                }
+        # RETRY: back off (at least Retry-After), unless attempts or time have run out
+        delay = backoff_delay(attempts, self.config, self.rng)
+        if report.retry_after is not None:
+            delay = max(delay, report.retry_after)
+        next_attempt = now + timedelta(seconds=delay)
+        if attempts >= self.config.max_attempts or next_attempt >= item.notification.expires_at:
+            why = "attempts exhausted" if attempts >= self.config.max_attempts else "expired"
+            return {
+                "status": DeliveryStatus.FAILED,
+                "attempts": attempts,
+                "error": f"{report.reason or 'transient error'} ({why})"[:256],
+            }
+        self.metrics.retries.labels(PROVIDER_NAMES.get(item.device.platform, ""), item.app).inc()
+        return {
+            "status": DeliveryStatus.PENDING,
+            "attempts": attempts,
+            "error": report.reason,
+            "next_attempt_at": next_attempt,
+        }
+
+
+async def finish_notifications(
+    session: AsyncSession, notification_ids: set[str], *, now: datetime
+) -> int:
+    """Give each queued notification whose deliveries have all ended its final status: ``sent``
+    when at least one device got it, else ``failed``. Returns how many were finished."""
+    if not notification_ids:
+        return 0
+    counts = await session.execute(
+        select(
+            Delivery.notification_id,
+            sa.func.count(),
+            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.PENDING, 1), else_=0)),
+            sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.SENT, 1), else_=0)),
+        )
+        .where(col(Delivery.notification_id).in_(notification_ids))
+        .group_by(col(Delivery.notification_id))
+    )
+    sent_ids: list[str] = []
+    failed_ids: list[str] = []
+    for notification_id, _total, pending, sent in counts.all():
+        if pending:
+            continue
+        (sent_ids if sent else failed_ids).append(notification_id)
+    for ids, status in (
+        (sent_ids, NotificationStatus.SENT),
+        (failed_ids, NotificationStatus.FAILED),
+    ):
+        if ids:
+            await session.execute(
+                sa.update(Notification)
+                .where(
+                    col(Notification.id).in_(ids),
+                    col(Notification.status) == NotificationStatus.QUEUED,
+                )
+                .values(status=status, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    return len(sent_ids) + len(failed_ids)

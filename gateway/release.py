@@ -1,0 +1,135 @@
+"""Releasing deferred notifications when their ``deliver_at`` comes.
+
+Deferred notifications are rows (``status = 'deferred'``, indexed by ``deliver_at``), not
+APScheduler jobs: APScheduler 3.x job stores cannot be shared by several processes, and
+millions of one-off jobs do not belong in one. A single interval job per process,
+:func:`release_due_notifications`, claims due rows in batches (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so two processes never release the same row) and re-evaluates the policy with the
+state of that moment (SPEC §3 "Release"): consent withdrawn overnight, device pruned, cap reached,
+user moved time zone. Each notification is then queued, deferred again, or ends
+``dropped``/``expired`` with its reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, select
+
+from gateway.db import transaction
+from gateway.models import Notification, NotificationStatus
+from gateway.notifications import apply_decision, load_user_facts
+from policies import Defer, Drop, DropReason, PolicySettings, Send, decide
+from policies.tiers import Tier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReleaseResult:
+    queued: list[str] = field(default_factory=list)
+    deferred_again: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def released(self) -> int:
+        return len(self.queued) + self.deferred_again + sum(self.dropped.values())
+
+
+async def release_due_notifications(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    policy: PolicySettings,
+    batch_size: int,
+    skip_locked: bool,
+) -> ReleaseResult:
+    """Release one batch of deferred notifications due at ``now``, in one transaction."""
+    result = ReleaseResult()
+    async with transaction(sessions) as session:
+        query = (
+            select(Notification)
+            .where(
+                col(Notification.status) == NotificationStatus.DEFERRED,
+                col(Notification.deliver_at) <= now,
+            )
+            .order_by(col(Notification.deliver_at))
+            .limit(batch_size)
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        due = (await session.execute(query)).scalars().all()
+        for notification in due:
+            await release_one(session, notification, now=now, policy=policy, result=result)
+    if result.released:
+        log.info(
+            "released %d deferred notifications: %d queued, %d deferred again, dropped %s",
+            result.released,
+            len(result.queued),
+            result.deferred_again,
+            result.dropped or "none",
+        )
+    return result
+
+
+async def release_one(
+    session: AsyncSession,
+    notification: Notification,
+    *,
+    now: datetime,
+    policy: PolicySettings,
+    result: ReleaseResult,
+) -> None:
+    facts, devices = await load_user_facts(
+        session,
+        user_id=notification.user_id,
+        app=notification.app,
+        now=now,
+        policy=policy,
+        exclude_notification=notification.id,
+    )
+    decision = decide(now, Tier(notification.tier), notification.expires_at, facts, policy)
+    await apply_decision(session, notification, decision, devices, now=now)
+    match decision:
+        case Send():
+            result.queued.append(notification.id)
+        case Defer():
+            result.deferred_again += 1
+        case Drop(reason=reason):
+            key = str(reason)
+            result.dropped[key] = result.dropped.get(key, 0) + 1
+            if reason == DropReason.EXPIRED:
+                log.info("deferred notification %s expired before release", notification.id)
+
+
+HOURS_AHEAD = 24
+
+
+def release_hour_edges(now: datetime) -> list[datetime]:
+    """``now``, then the next 24 full hours: the first bucket runs from now to the next hour."""
+    top_of_hour = now.replace(minute=0, second=0, microsecond=0)
+    return [now] + [top_of_hour + timedelta(hours=h) for h in range(1, HOURS_AHEAD + 1)]
+
+
+async def deferred_release_histogram(
+    session: AsyncSession, *, now: datetime, app: str | None = None
+) -> list[int]:
+    """Deferred notifications by release hour, in one indexed scan: ``[overdue, hour 1, ...,
+    hour 24, later]`` against :func:`release_hour_edges`."""
+    edges = release_hour_edges(now)
+    deliver_at = col(Notification.deliver_at)
+    buckets = [sa.func.count(sa.case((deliver_at < now, 1)))]
+    buckets += [
+        sa.func.count(sa.case((sa.and_(deliver_at >= start, deliver_at < end), 1)))
+        for start, end in itertools.pairwise(edges)
+    ]
+    buckets.append(sa.func.count(sa.case((deliver_at >= edges[-1], 1))))
+    query = sa.select(*buckets).where(col(Notification.status) == NotificationStatus.DEFERRED)
+    if app is not None:
+        query = query.where(col(Notification.app) == app)
+    return list((await session.execute(query)).one())
