@@ -267,6 +267,8 @@ class _HardenedConnection(APNsTLSClientProtocol):
         # aioapns assumes 1000 concurrent streams until the server says otherwise; sending
         # before the server's SETTINGS can exceed SETTINGS_MAX_CONCURRENT_STREAMS.
         await self._settings_received.wait()
+        if self._closing:
+            raise _NotSentError("connection closed before the server's SETTINGS")
         try:
             stream_id = await self.free_channels.acquire()
         except ConnectionClosed as exc:
@@ -474,6 +476,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
         closed = ConnectionClosed("connection closed")
         self._fail_all(closed)
         self.free_channels.destroy(closed)
+        self._settings_received.set()  # wake sends waiting for SETTINGS; they see _closing
         if self.transport is not None and not self.transport.is_closing():
             with contextlib.suppress(h2.exceptions.H2Error):
                 self.conn.close_connection()
@@ -490,6 +493,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
         lost = ConnectionClosed(f"connection lost: {exc}" if exc else "connection lost")
         self._fail_all(lost)
         self.free_channels.destroy(lost)
+        self._settings_received.set()
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -643,7 +647,9 @@ class ApnsProvider:
         (OSError, "connection_error"),
     )
     MAX_CONNECTIONS = 4
-    MAX_IN_FLIGHT = 4000
+    # Sends waiting for a response at once, per provider. The deadline starts when a send gets
+    # a slot, so this also bounds how long a big batch queues on a connection before it.
+    MAX_IN_FLIGHT = 1000
     CLOSE_GRACE_SECONDS = 2.0
 
     def __init__(
@@ -729,6 +735,16 @@ class ApnsProvider:
                 return DeliveryReport(Outcome.RETRY, reason=reason)
         log.exception("APNs send to …%s failed unexpectedly", message.token[-6:])
         return DeliveryReport(Outcome.FAILED, reason=f"internal_error: {type(exc).__name__}")
+
+    def pending_request_count(self) -> int:
+        """Requests still tracked by any open connection, ours or aioapns's own tables. Zero
+        whenever no send is in progress; tests use it to prove nothing accumulates."""
+        return sum(
+            connection.pending_streams + connection.upstream_tables_size
+            for pool in self._pools.values()
+            for connection in pool.connections
+            if isinstance(connection, _HardenedConnection)
+        )
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

@@ -191,7 +191,11 @@ class ApnsSimulator:
         self.requests: list[RecordedRequest] = []
         self.connections_opened = 0
         self.max_streams_in_flight = 0
+        self.streams_reset_by_clients = 0
         self._rules: list[_Rule] = []
+        # Verified JWT -> its iat: Apple, too, checks a token once and then only its age.
+        self._verified_tokens: dict[str, float] = {}
+        self._request_recorded = asyncio.Event()
         self._connections: set[_ServerConnection] = set()
         self._server: asyncio.Server | None = None
         self._folder: Path | None = None
@@ -321,6 +325,12 @@ class ApnsSimulator:
         """From now on ``token`` gets ``410 Unregistered`` with ``timestamp`` = ``since``."""
         self.script(ApnsReply(410, "Unregistered", timestamp=since), token=token)
 
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once at least ``count`` requests have been recorded."""
+        while len(self.requests) < count:
+            self._request_recorded.clear()
+            await self._request_recorded.wait()
+
     def clear_script(self) -> None:
         self._rules.clear()
 
@@ -373,33 +383,43 @@ class ApnsSimulator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return "token", "InvalidProviderToken"
+        issued_at = self._verified_tokens.get(token)
+        if issued_at is None:
+            issued_at, error = self._verify_provider_token(token)
+            if error is not None:
+                return "token", error
+            self._verified_tokens[token] = issued_at
+        if self.clock() - issued_at > PROVIDER_TOKEN_MAX_AGE_SECONDS:
+            return "token", "ExpiredProviderToken"
+        return "token", None
+
+    def _verify_provider_token(self, token: str) -> tuple[float, str | None]:
+        """Check signature, ``kid`` and ``iss``; return ``iat`` and the 403 reason if any."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            return "token", "InvalidProviderToken"
+            return 0.0, "InvalidProviderToken"
         issued_at = unverified.get("iat")
         if header.get("alg") != "ES256" or not isinstance(issued_at, int | float):
-            return "token", "InvalidProviderToken"
+            return 0.0, "InvalidProviderToken"
         key = self._provider_keys.get(str(header.get("kid")))
         if key is None:
             if not (self.accept_any_provider_key and header.get("kid") and unverified.get("iss")):
-                return "token", "InvalidProviderToken"
-        else:
-            try:
-                claims = jwt.decode(
-                    token,
-                    key.public_key,
-                    algorithms=["ES256"],
-                    options={"verify_iat": False, "require": ["iss", "iat"]},
-                )
-            except jwt.PyJWTError:
-                return "token", "InvalidProviderToken"
-            if claims["iss"] != key.team_id:
-                return "token", "InvalidProviderToken"
-        if self.clock() - issued_at > PROVIDER_TOKEN_MAX_AGE_SECONDS:
-            return "token", "ExpiredProviderToken"
-        return "token", None
+                return 0.0, "InvalidProviderToken"
+            return float(issued_at), None
+        try:
+            claims = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=["ES256"],
+                options={"verify_iat": False, "require": ["iss", "iat"]},
+            )
+        except jwt.PyJWTError:
+            return 0.0, "InvalidProviderToken"
+        if claims["iss"] != key.team_id:
+            return 0.0, "InvalidProviderToken"
+        return float(issued_at), None
 
 
 def _header_problem(headers: dict[str, str]) -> str | None:
@@ -512,6 +532,7 @@ class _ServerConnection(asyncio.Protocol):
                 self.request_complete(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 assert event.stream_id is not None
+                self.sim.streams_reset_by_clients += 1
                 self.forget(event.stream_id)
             elif isinstance(event, h2.events.WindowUpdated):
                 for stream_id in list(self.outbound):
@@ -551,6 +572,7 @@ class _ServerConnection(asyncio.Protocol):
                 reason=None if reply.fault else reply.reason,
             )
         )
+        self.sim._request_recorded.set()
         apns_id = headers.get("apns-id") or str(uuid.uuid4()).upper()
         if reply.delay > 0:
             loop = asyncio.get_running_loop()
@@ -566,6 +588,12 @@ class _ServerConnection(asyncio.Protocol):
             self.flush()
 
     def respond(self, stream_id: int, reply: ApnsReply, apns_id: str) -> None:
+        try:
+            self.frame_reply(stream_id, reply, apns_id)
+        except h2.exceptions.StreamClosedError:
+            self.forget(stream_id)  # the client reset it meanwhile (its deadline, say)
+
+    def frame_reply(self, stream_id: int, reply: ApnsReply, apns_id: str) -> None:
         if reply.fault is not None:
             self.inject_fault(stream_id, reply.fault)
             return
@@ -605,9 +633,11 @@ class _ServerConnection(asyncio.Protocol):
                 )
                 if size <= 0:
                     return
-                self.conn.send_data(stream_id, bytes(pending[:size]))
+                # END_STREAM rides on the last DATA frame, as Apple sends it.
+                self.conn.send_data(
+                    stream_id, bytes(pending[:size]), end_stream=size == len(pending)
+                )
                 del pending[:size]
-            self.conn.end_stream(stream_id)
         except h2.exceptions.StreamClosedError:
             pass
         self.outbound.pop(stream_id, None)

@@ -5,12 +5,16 @@ Imported by the ``test_apns_*`` modules (not a conftest, so the FCM tests stay i
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aioapns import APNs
+from aioapns.connection import APNsProductionClientProtocol
 
 from gateway.config import AppConfig
 from gateway.providers.apns import ApnsProvider
@@ -60,3 +64,31 @@ async def apns_provider_fixture(apns_sim: ApnsSimulator) -> AsyncIterator[ApnsPr
         yield provider
     finally:
         await provider.close()
+
+
+def raw_aioapns_client(simulator: ApnsSimulator) -> APNs:
+    """Unmodified aioapns pointed at the simulator (its pool connects to the protocol class's
+    APNS_SERVER:APNS_PORT, so a subclass redirects it). Build it inside the running loop."""
+    context = ssl.create_default_context(cafile=str(simulator.ca_file))
+    client = APNs(
+        key=simulator.provider_key.private_key_pem,
+        key_id=simulator.provider_key.key_id,
+        team_id=simulator.provider_key.team_id,
+        topic=TOPIC,
+        ssl_context=context,
+        max_connection_attempts=1,
+    )
+    client.pool.protocol_class = type(
+        "SimulatorProtocol",
+        (APNsProductionClientProtocol,),
+        {"APNS_SERVER": "127.0.0.1", "APNS_PORT": int(simulator.endpoint.rsplit(":", 1)[1])},
+    )
+    return client
+
+
+async def close_raw_aioapns_client(client: APNs) -> None:
+    client.pool.close()
+    for _ in range(200):  # bounded: connections report loss within a few loop turns
+        if not client.pool.connections:
+            return
+        await asyncio.sleep(0.01)
