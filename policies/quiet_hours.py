@@ -35,7 +35,7 @@ _FIRST_SEARCH_DAYS = range(-1, 4)
 _MAX_SEARCH_DAYS = 14
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_SECOND = timedelta(seconds=1)
-# Memo of quiet stretches, see `_quiet_stretch`; cleared wholesale when it grows past this.
+# Memo of quiet stretches, see `quiet_stretch`; cleared wholesale when it grows past this.
 _STRETCH_MEMO_LIMIT = 4096
 _stretch_memo: dict[tuple[ZoneInfo, time, time], tuple[datetime, datetime, datetime]] = {}
 
@@ -62,7 +62,7 @@ def next_allowed_instant(now: datetime, zone: str, start: time, end: time) -> da
     Returns an aware datetime in UTC. Raises `ValueError` for a naive `now` or an unknown zone.
     """
     now_utc = as_utc(now, "now")
-    stretch = _quiet_stretch(now_utc, load_zone(zone), start, end)
+    stretch = quiet_stretch(now_utc, load_zone(zone), start, end)
     return now_utc if stretch is None else stretch[0]
 
 
@@ -114,24 +114,16 @@ def release_instant(
     """
     if isinstance(zone, str):
         zone = load_zone(zone)
-    return release_instant_utc(
-        as_utc(now, "now"), zone, start, end, user_id=user_id, spread_minutes=spread_minutes
-    )
-
-
-def release_instant_utc(
-    now_utc: datetime,
-    zone: ZoneInfo,
-    start: time,
-    end: time,
-    *,
-    user_id: str,
-    spread_minutes: int,
-) -> datetime | None:
-    """`release_instant` for a `now` already in UTC and a loaded zone (the decision's hot path)."""
-    stretch = _quiet_stretch(now_utc, zone, start, end)
+    stretch = quiet_stretch(as_utc(now, "now"), zone, start, end)
     if stretch is None:
         return None
+    return spread_release(stretch, user_id, spread_minutes)
+
+
+def spread_release(
+    stretch: tuple[datetime, datetime], user_id: str, spread_minutes: int
+) -> datetime:
+    """The release instant in an allowed `stretch` (from `quiet_stretch`), see `release_instant`."""
     allowed_at, quiet_again_at = stretch
     offset = release_offset(user_id, spread_minutes)
     allowed_for = quiet_again_at - allowed_at
@@ -153,10 +145,12 @@ def as_utc(instant: datetime, name: str) -> datetime:
     return instant.astimezone(UTC)
 
 
-def _quiet_stretch(
+def quiet_stretch(
     now_utc: datetime, zone: ZoneInfo, start: time, end: time
 ) -> tuple[datetime, datetime] | None:
     """(next allowed instant, next quiet instant after it) when `now_utc` is quiet, else None.
+
+    `now_utc` must be an aware datetime in UTC (see `as_utc`).
 
     Memoised per (zone, window) as the interval of `now` it is valid for: every instant in
     [a queried now, its next allowed instant) is quiet and has that same answer, so a hit is

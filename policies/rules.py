@@ -7,7 +7,7 @@ Also the two pieces of arithmetic the gateway needs around it: when a notificati
 from datetime import datetime, timedelta
 
 from policies.decisions import Decision, Defer, Drop, DropReason, Send
-from policies.quiet_hours import as_utc, release_instant_utc
+from policies.quiet_hours import as_utc, quiet_stretch, spread_release
 from policies.settings import PolicySettings, UserFacts
 from policies.tiers import Tier
 from policies.timezones import resolve_zone
@@ -27,6 +27,8 @@ _FREQUENCY_CAPPED = Drop(DropReason.FREQUENCY_CAPPED)
 _TRANSACTIONAL = Tier.TRANSACTIONAL
 _BEHAVIORAL = Tier.BEHAVIORAL
 _PROMOTIONAL = Tier.PROMOTIONAL
+_DEFERRALS_LIMIT = 8192
+_deferrals: dict[datetime, Defer] = {}
 
 
 def decide(
@@ -69,18 +71,19 @@ def decide(
         return _SEND  # never deferred, never capped (only counted)
 
     window = user.quiet_hours or settings.quiet_hours
-    deliver_at = release_instant_utc(
-        now_utc,
-        resolve_zone(user, settings),
-        window.start,
-        window.end,
-        user_id=user.user_id,
-        spread_minutes=settings.release_spread_minutes,
-    )
-    if deliver_at is not None:
+    stretch = quiet_stretch(now_utc, resolve_zone(user, settings), window.start, window.end)
+    if stretch is not None:
+        deliver_at = spread_release(stretch, user.user_id, settings.release_spread_minutes)
         if expires_utc <= deliver_at:
             return _EXPIRES_DURING_QUIET_HOURS
-        return Defer(deliver_at)
+        # A frozen dataclass is slow to build (about one astimezone); a night's deferrals in
+        # one zone share a few thousand release instants, so share the values too.
+        deferral = _deferrals.get(deliver_at)
+        if deferral is None:
+            if len(_deferrals) >= _DEFERRALS_LIMIT:
+                _deferrals.clear()
+            deferral = _deferrals[deliver_at] = Defer(deliver_at)
+        return deferral
 
     cap = settings.frequency_caps.get(tier)
     if cap is not None and user.recent_counts.get(tier, 0) >= cap.max:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,16 +11,29 @@ if TYPE_CHECKING:
 __all__ = ["is_valid_timezone", "load_zone", "resolve_timezone", "resolve_zone"]
 
 
-@lru_cache(maxsize=2048)
+# Zones by name, misses included (as None). Stored preferences are re-read on every decision,
+# and a bad name would otherwise cost a failed file lookup each time; a plain dict because this
+# lookup is on the decision's hot path. The tz database does not change under a running
+# process (zoneinfo caches its zones for the same reason). Cleared wholesale past the limit.
+_ZONE_CACHE_LIMIT = 4096
+_zones: dict[str, ZoneInfo | None] = {}
+
+
 def _zone_or_none(name: str) -> ZoneInfo | None:
-    # Cached, misses included: stored preferences are re-read on every decision, and a bad
-    # name would otherwise cost a failed file lookup each time. The tz database does not
-    # change under a running process (zoneinfo caches its zones for the same reason).
     try:
-        return ZoneInfo(name)
+        return _zones[name]
+    except KeyError:
+        pass
+    zone: ZoneInfo | None
+    try:
+        zone = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError: empty or path-like names ("../x"); OSError: directories ("America").
-        return None
+        zone = None
+    if len(_zones) >= _ZONE_CACHE_LIMIT:
+        _zones.clear()
+    _zones[name] = zone
+    return zone
 
 
 def is_valid_timezone(name: str) -> bool:
