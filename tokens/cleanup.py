@@ -22,7 +22,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tokens.models import Device, DeviceStatus, TokenEvent, TokenEventKind, token_suffix
+from tokens.models import Device, DeviceStatus, TokenEvent, TokenEventKind, UTCDateTime
 
 DEFAULT_BATCH_SIZE = 5_000
 
@@ -102,21 +102,47 @@ async def count_purge_candidates(
     return await _count(session, _purge_condition(invalidated_before))
 
 
-def _claim(session: AsyncSession, condition: sa.ColumnElement[bool], limit: int) -> Any:
-    """Criteria selecting up to ``limit`` matching devices, skipping rows another worker holds.
+async def _claim(session: AsyncSession, condition: sa.ColumnElement[bool], limit: int) -> list[str]:
+    """The ids of up to ``limit`` matching devices, skipping rows another worker holds.
 
-    No re-check is needed after claiming: on SQLite the statement runs under the database's
-    write lock; on PostgreSQL ``FOR UPDATE`` re-evaluates ``condition`` on a row that changed
-    since the snapshot and ``SKIP LOCKED`` passes over rows another transaction holds.
+    On PostgreSQL the rows stay locked until the batch commits. On SQLite nothing is locked
+    yet, so the statements that follow repeat ``condition``: a device refreshed by a
+    registration in between drops out of the batch.
     """
     batch = sa.select(devices.c.id).where(condition).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
-        # A materialized CTE joined by primary key (UPDATE ... FROM / DELETE ... USING): as a
-        # plain `IN (subquery)` PostgreSQL may plan a semi-join that re-runs the LIMIT
-        # subquery per row, claiming far more than one batch, or scans every candidate row.
-        claimed = batch.with_for_update(skip_locked=True).cte("batch").prefix_with("MATERIALIZED")
-        return devices.c.id == claimed.c.id
-    return devices.c.id.in_(batch)
+        batch = batch.with_for_update(skip_locked=True)
+    return list((await session.execute(batch)).scalars())
+
+
+def _event_rows(
+    session: AsyncSession,
+    ids: list[str],
+    kind: TokenEventKind,
+    reason: sa.ColumnElement[Any],
+    *,
+    now: datetime,
+    actor: str,
+    condition: sa.ColumnElement[bool] | None = None,
+) -> sa.Insert:
+    """``INSERT INTO token_events ... SELECT`` from the devices: no row travels through Python."""
+    if session.get_bind().dialect.name == "postgresql":
+        suffix = sa.func.right(devices.c.token, 6)
+    else:
+        suffix = sa.func.substr(devices.c.token, -6)
+    return sa.insert(token_events).from_select(
+        ["device_id", "app", "platform", "token_suffix", "kind", "reason", "actor", "at"],
+        sa.select(
+            devices.c.id,
+            devices.c.app,
+            devices.c.platform,
+            suffix,
+            sa.literal(str(kind)),
+            reason,
+            sa.literal(actor),
+            sa.literal(now, UTCDateTime()),
+        ).where(devices.c.id.in_(ids), condition if condition is not None else sa.true()),
+    )
 
 
 async def mark_stale_batch(
@@ -127,20 +153,28 @@ async def mark_stale_batch(
     actor: str,
     app: str | None = None,
     limit: int = DEFAULT_BATCH_SIZE,
-) -> Counter[tuple[str, str]]:
+) -> Counter[tuple[str, str]] | None:
     """Mark up to ``limit`` stale devices in the caller's transaction, each with an audit event.
 
-    Returns how many per (app, platform); an empty counter means nothing is left to do.
+    Returns how many per (app, platform), or ``None`` when nothing is left to do (an empty
+    counter: every claimed device was refreshed meanwhile).
     """
     condition = _stale_condition(cutoffs, app)
+    ids = await _claim(session, condition, limit)
+    if not ids:
+        return None
     result = await session.execute(
         sa.update(devices)
-        .where(_claim(session, condition, limit))
+        .where(devices.c.id.in_(ids), condition)
         .values(status=DeviceStatus.STALE, updated_at=now)
-        .returning(devices.c.id, devices.c.app, devices.c.platform, devices.c.token)
+        .returning(devices.c.id, devices.c.app, devices.c.platform)
     )
     rows = result.all()
-    await _record_events(session, rows, TokenEventKind.STALE, now=now, actor=actor)
+    marked = [row.id for row in rows]
+    if marked:
+        await session.execute(
+            _event_rows(session, marked, TokenEventKind.STALE, sa.null(), now=now, actor=actor)
+        )
     return Counter((row.app, row.platform) for row in rows)
 
 
@@ -151,51 +185,33 @@ async def purge_batch(
     invalidated_before: datetime,
     actor: str,
     limit: int = DEFAULT_BATCH_SIZE,
-) -> Counter[tuple[str, str]]:
-    """Delete up to ``limit`` long-invalid devices, keeping a ``purged`` audit event for each."""
+) -> Counter[tuple[str, str]] | None:
+    """Delete up to ``limit`` long-invalid devices, keeping a ``purged`` audit event for each.
+
+    Returns how many per (app, platform), or ``None`` when nothing is left to do.
+    """
     condition = _purge_condition(invalidated_before)
-    result = await session.execute(
-        sa.delete(devices)
-        .where(_claim(session, condition, limit))
-        .returning(
-            devices.c.id,
-            devices.c.app,
-            devices.c.platform,
-            devices.c.token,
+    ids = await _claim(session, condition, limit)
+    if not ids:
+        return None
+    # the events first: they are copied from the rows about to go
+    await session.execute(
+        _event_rows(
+            session,
+            ids,
+            TokenEventKind.PURGED,
             devices.c.invalid_reason,
+            now=now,
+            actor=actor,
+            condition=condition,
         )
     )
-    rows = result.all()
-    await _record_events(session, rows, TokenEventKind.PURGED, now=now, actor=actor)
-    return Counter((row.app, row.platform) for row in rows)
-
-
-async def _record_events(
-    session: AsyncSession,
-    rows: Any,
-    kind: TokenEventKind,
-    *,
-    now: datetime,
-    actor: str,
-) -> None:
-    if not rows:
-        return
-    await session.execute(
-        sa.insert(token_events),
-        [
-            {
-                "device_id": row.id,
-                "app": row.app,
-                "platform": row.platform,
-                "token_suffix": token_suffix(row.token),
-                "kind": kind,
-                "reason": getattr(row, "invalid_reason", None),
-                "actor": actor,
-                "at": now,
-            }
-            for row in rows
-        ],
+    result = await session.execute(
+        sa.delete(devices)
+        .where(devices.c.id.in_(ids), condition)
+        .returning(devices.c.app, devices.c.platform)
     )
+    return Counter((row.app, row.platform) for row in result)
 
 
 async def mark_stale_devices(
@@ -225,7 +241,7 @@ async def mark_stale_devices(
             batch = await mark_stale_batch(
                 session, now=now, cutoffs=cutoffs, actor=actor, app=app, limit=batch_size
             )
-        if not batch:
+        if batch is None:
             return result
         result.counts.update(batch)
         result.batches += 1
@@ -262,7 +278,7 @@ async def purge_invalid_devices(
                 actor=actor,
                 limit=batch_size,
             )
-        if not batch:
+        if batch is None:
             return result
         result.counts.update(batch)
         result.batches += 1
