@@ -59,7 +59,8 @@ async def apns_sim_fixture() -> AsyncIterator[ApnsSimulator]:
 
 @pytest.fixture(name="apns_provider")
 async def apns_provider_fixture(apns_sim: ApnsSimulator) -> AsyncIterator[ApnsProvider]:
-    provider = ApnsProvider(app_for(apns_sim), send_timeout_seconds=10)
+    # A generous deadline: these tests are about what is sent and answered, not about time.
+    provider = ApnsProvider(app_for(apns_sim), send_timeout_seconds=60)
     try:
         yield provider
     finally:
