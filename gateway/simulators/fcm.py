@@ -214,7 +214,7 @@ class FcmSimulator:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context)
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context, backlog=1024)
         await site.start()
         logger.info("FCM simulator listening on %s", self.endpoint)
 
@@ -240,13 +240,16 @@ class FcmSimulator:
 
     # -- credentials ------------------------------------------------------------------------
 
-    def new_service_account(self, project_id: str = "pushgate-sandbox") -> dict[str, str]:
-        """Generate a throwaway service account (fresh RSA key) the simulator trusts.
+    def new_service_account(
+        self, project_id: str = "pushgate-sandbox", *, key: rsa.RSAPrivateKey | None = None
+    ) -> dict[str, str]:
+        """Generate a throwaway service account the simulator trusts, with a fresh RSA key
+        unless ``key`` is given (tests reuse one: 2048-bit generation takes a while).
 
         Returns the JSON document Google would let you download, with ``token_uri`` pointing
         at this simulator.
         """
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
         key_id = secrets.token_hex(20)
         email = f"firebase-adminsdk-{key_id[:5]}@{project_id}.iam.gserviceaccount.com"
         self._accounts[key_id] = _Account(email, project_id, key.public_key())
@@ -267,16 +270,29 @@ class FcmSimulator:
             "universe_domain": "googleapis.com",
         }
 
-    def write_service_account(self, path: Path, project_id: str = "pushgate-sandbox") -> Path:
+    def write_service_account(
+        self,
+        path: Path,
+        project_id: str = "pushgate-sandbox",
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+    ) -> Path:
         """Write :meth:`new_service_account` to ``path`` (mode 0600) and return the path."""
-        path.write_text(json.dumps(self.new_service_account(project_id), indent=2))
+        path.write_text(json.dumps(self.new_service_account(project_id, key=key), indent=2))
         path.chmod(0o600)
         return path
 
-    def fcm_config(self, directory: Path, project_id: str = "pushgate-sandbox") -> FcmConfig:
-        """An ``[apps.fcm]`` section delivering to this simulator with a fresh service account."""
+    def fcm_config(
+        self,
+        directory: Path,
+        project_id: str = "pushgate-sandbox",
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+    ) -> FcmConfig:
+        """An ``[apps.fcm]`` section delivering to this simulator with a new service account
+        written into ``directory``."""
         account = self.write_service_account(
-            directory / f"fcm-service-account-{secrets.token_hex(4)}.json", project_id
+            directory / f"fcm-service-account-{secrets.token_hex(4)}.json", project_id, key=key
         )
         return FcmConfig(
             service_account_file=account, project_id=project_id, endpoint=self.endpoint

@@ -6,6 +6,7 @@ Imported by the ``test_fcm_*`` modules (not a conftest, so the APNs tests stay i
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import AppConfig
 from gateway.providers.base import PushMessage
@@ -44,9 +46,15 @@ def make_message(token: str | None = None, **fields: Any) -> PushMessage:
     return PushMessage(**{**defaults, **fields})
 
 
+@functools.cache
+def service_account_key() -> rsa.RSAPrivateKey:
+    """One RSA key for every test's service account: generating 2048-bit keys is slow."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def app_for(simulator: FcmSimulator, folder: Path, **fcm: Any) -> AppConfig:
-    """An app whose ``[apps.fcm]`` points at ``simulator`` with a fresh service account."""
-    config = simulator.fcm_config(folder, PROJECT)
+    """An app whose ``[apps.fcm]`` points at ``simulator`` with a new service account."""
+    config = simulator.fcm_config(folder, PROJECT, key=service_account_key())
     return AppConfig(id=APP_ID, channels=CHANNELS, fcm=config.model_copy(update=fcm))
 
 

@@ -22,6 +22,7 @@ from tests.providers.fcm_fixtures import (  # noqa: F401 -- fixtures register by
     fcm_sim_fixture,
     make_message,
     new_token,
+    service_account_key,
 )
 from tokens.reports import DeliveryReport, Outcome
 
@@ -197,7 +198,9 @@ async def test_a_token_endpoint_refusal_fails_the_batch_without_sending(
 ) -> None:
     # A service account this simulator never issued: its assertion cannot be verified.
     async with FcmSimulator() as stranger:
-        foreign = stranger.write_service_account(tmp_path / "foreign.json", "pushgate-test")
+        foreign = stranger.write_service_account(
+            tmp_path / "foreign.json", "pushgate-test", key=service_account_key()
+        )
     account = json.loads(foreign.read_text())
     account["token_uri"] = fcm_sim.token_uri
     foreign.write_text(json.dumps(account))
