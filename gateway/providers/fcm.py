@@ -402,10 +402,13 @@ class _PerLoopHttpClient:
     goes away without calling :meth:`aclose` leaks no sockets.
     """
 
-    # Requests in flight per loop, one per pooled connection. send_each_async starts all 500
-    # of a batch at once; queued inside httpcore's pool they cost O(n^2) reassignment work
-    # (measured: several times slower), queued on a semaphore they cost nothing.
-    MAX_CONNECTIONS = 100
+    # Requests in flight per loop. send_each_async starts all 500 of a batch at once; queued
+    # inside httpcore's pool they cost O(n^2) reassignment work, queued on a semaphore nothing
+    # (raw send_each_async is about half as fast on the simulator: bench_providers_fcm).
+    # 100 matches FCM's usual HTTP/2 concurrent-stream limit on its one multiplexed
+    # connection; over HTTP/1.1 (the simulator) a few connections beat many on loopback.
+    MAX_IN_FLIGHT = 100
+    MAX_CONNECTIONS = 10
 
     def __init__(self, tokens: _TokenSource, timeout: float, ca_file: object | None) -> None:
         self._tokens = tokens
@@ -435,7 +438,7 @@ class _PerLoopHttpClient:
             client = self._new_client()
             closer = _close_at_loop_shutdown(client)
             await anext(closer)  # parks it on this loop, registered with shutdown_asyncgens
-            loop_client = _LoopClient(client, closer, asyncio.Semaphore(self.MAX_CONNECTIONS))
+            loop_client = _LoopClient(client, closer, asyncio.Semaphore(self.MAX_IN_FLIGHT))
             self._clients[loop] = loop_client
         return loop_client
 
