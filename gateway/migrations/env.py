@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection pushgate hands it (see gateway.db.upgrade_database)."""
+"""Alembic environment: runs on the connection that gateway.db.upgrade_database hands it."""
 
 from alembic import context
 from sqlmodel import SQLModel
