@@ -34,6 +34,7 @@ from gateway.models import (
     NotificationStatus,
     Preference,
 )
+from gateway.payloads import check_payload
 from policies import (
     Decision,
     Defer,
@@ -260,6 +261,20 @@ async def accept_notification(
         raise ValidationFailed(
             f"expires_at {expires_at.isoformat()} is not in the future",
         )
+    app_config = settings.app(app)
+    assert app_config is not None  # resolve_app checked it
+    check_payload(
+        app=app_config,
+        tier=tier,
+        expires_at=expires_at,
+        title=request.title,
+        body=request.body,
+        data=request.data,
+        badge=request.badge,
+        sound=request.sound,
+        thread_id=request.thread_id,
+        collapse_key=request.collapse_key,
+    )
     facts, devices = await load_user_facts(
         session, user_id=request.user_id, app=app, now=now, policy=policy
     )

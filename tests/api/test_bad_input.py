@@ -175,3 +175,27 @@ async def test_bad_quiet_hours_and_timezone_preferences(
 )
 async def test_unknown_ids(client: Client, method: str, path: str) -> None:
     await assert_problem(await client.request(method, path), 404, "not_found")
+
+
+async def test_payload_over_the_apns_limit_is_refused_at_acceptance(
+    client: Client, engine: AsyncEngine
+) -> None:
+    await register(client)
+    # each field is within its own limit, together they exceed APNs's 4,096 bytes
+    response = await client.post(
+        "/v1/notifications", json={**NOTE, "title": "t" * 1000, "body": "b" * 4000}
+    )
+    body = await assert_problem(response, 413, "payload_too_large")
+    assert "APNs" in body["detail"]
+    assert await row_count(engine, "notifications") == 0
+
+
+@pytest.mark.parametrize("key", ["aps", "from", "google.c.a.e", "gcm.n.e", "message_type"])
+async def test_reserved_data_keys_are_refused(
+    client: Client, engine: AsyncEngine, key: str
+) -> None:
+    await register(client)
+    response = await client.post("/v1/notifications", json={**NOTE, "data": {key: "x"}})
+    body = await assert_problem(response, 422, "invalid_request")
+    assert body["errors"][0]["field"] == f"data.{key}"
+    assert await row_count(engine, "notifications") == 0
