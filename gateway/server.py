@@ -22,6 +22,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import redaction
 from gateway.api.app import init_app, no_dispatch, system_clock
 from gateway.config import Settings
 from gateway.db import create_engine, schema_state, session_factory, upgrade_database
@@ -51,6 +52,8 @@ def configure_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        redaction.install(handler)
     # per-request and per-tick chatter: the metrics cover request volume and job runs
     for noisy in ("aiohttp.access", "apscheduler", "httpx", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,45 @@
+"""Keep whole device tokens and API keys out of the logs, whoever writes the line.
+
+pushgate's own log lines carry only a token's last 6 characters; this filter is the second
+line of defence for third-party libraries (aioapns, httpx, firebase-admin) and tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+# APNs tokens: 64+ hex characters. FCM registration tokens: "<instance id>:<APA91b...>", or any
+# 100+ character run of the FCM alphabet. Bearer credentials: whatever follows "Bearer ".
+_PATTERNS = (
+    re.compile(r"\b[0-9a-fA-F]{58,}([0-9a-fA-F]{6})\b"),
+    re.compile(r"\b[A-Za-z0-9_-]{6,}:APA91[A-Za-z0-9_-]{6,}([A-Za-z0-9_-]{6})\b"),
+    re.compile(r"[A-Za-z0-9_:.-]{94,}([A-Za-z0-9_:.-]{6})"),
+)
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with every token-like run cut to ``…`` plus its last 6 characters."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda match: "…" + match.group(1), text)
+    return _BEARER.sub(r"\1…", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message (arguments merged) with :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install(handler: logging.Handler) -> None:
+    handler.addFilter(RedactingFilter())

@@ -1,0 +1,42 @@
+"""Whole device tokens and API keys never reach a log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateway.redaction import RedactingFilter, redact
+
+APNS = "8f1d2c3b4a5968778695a4b3c2d1e0f18f1d2c3b4a5968778695a4b3c2d1e0f1"
+FCM = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
+FCM_LONG = "f" * 40 + ":" + "APA91b" + "x" * 130
+
+
+@pytest.mark.parametrize("token", [APNS, FCM, FCM_LONG])
+def test_tokens_keep_only_their_last_six_characters(token: str) -> None:
+    line = redact(f"sending to {token} now")
+    assert token not in line
+    assert f"…{token[-6:]}" in line
+
+
+def test_bearer_keys_are_removed() -> None:
+    assert redact("Authorization: Bearer pg-demo-key-change-me") == "Authorization: Bearer …"
+
+
+def test_ordinary_text_is_untouched() -> None:
+    text = "notification 40f5e323-1c4b-4e2c-895d-8d6f5db17f25 sent to user alice"
+    assert redact(text) == text
+
+
+def test_filter_redacts_arguments_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("third.party")
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="third.party"):
+        logger.info("token %s", APNS)
+        try:
+            raise ValueError(f"bad token {APNS}")
+        except ValueError:
+            logger.exception("failed")
+    assert APNS not in caplog.text
+    assert APNS[-6:] in caplog.text
