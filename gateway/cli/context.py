@@ -35,7 +35,7 @@ def settings_from(config_path: Path | None) -> Settings:
     try:
         return load_settings(config_path)
     except ConfigError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 
@@ -60,6 +60,7 @@ async def open_engine(settings: Settings, *, require_current_schema: bool = True
                 f"[bold red]error:[/] database schema is at {state.current or 'nothing'}, "
                 f"this version needs {state.head}; run `pushgate db upgrade` first",
                 highlight=False,
+                soft_wrap=True,
             )
             raise SystemExit(2)
     return engine
