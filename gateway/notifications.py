@@ -263,18 +263,7 @@ async def accept_notification(
         )
     app_config = settings.app(app)
     assert app_config is not None  # resolve_app checked it
-    check_payload(
-        app=app_config,
-        tier=tier,
-        expires_at=expires_at,
-        title=request.title,
-        body=request.body,
-        data=request.data,
-        badge=request.badge,
-        sound=request.sound,
-        thread_id=request.thread_id,
-        collapse_key=request.collapse_key,
-    )
+    check_payload(request, app=app_config, tier=tier, expires_at=expires_at)
     facts, devices = await load_user_facts(
         session, user_id=request.user_id, app=app, now=now, policy=policy
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.api.errors import FieldError, PayloadTooLarge, ValidationFailed
+from gateway.api.schemas import NotificationRequest
 from gateway.config import AppConfig
 from gateway.providers.apns import (
     APNS_MAX_PAYLOAD_BYTES,
@@ -35,20 +36,11 @@ def _fcm_data_size(data: Mapping[str, Any]) -> int:
 
 
 def check_payload(
-    *,
-    app: AppConfig,
-    tier: Tier,
-    expires_at: datetime,
-    title: str | None,
-    body: str | None,
-    data: Mapping[str, Any] | None,
-    badge: int | None,
-    sound: str | None,
-    thread_id: str | None,
-    collapse_key: str | None,
+    request: NotificationRequest, *, app: AppConfig, tier: Tier, expires_at: datetime
 ) -> None:
     """Raise 422 for data keys a provider reserves, 413 for a payload over a provider's limit."""
-    data = data or {}
+    data = request.data or {}
+    title, body = request.title, request.body
     for key in data:
         if key == "aps" or key in FCM_RESERVED_KEYS or key.startswith(FCM_RESERVED_PREFIXES):
             raise ValidationFailed(
@@ -63,10 +55,10 @@ def check_payload(
         title=title,
         body=body,
         data=data,
-        badge=badge,
-        sound=sound,
-        thread_id=thread_id,
-        collapse_key=collapse_key,
+        badge=request.badge,
+        sound=request.sound,
+        thread_id=request.thread_id,
+        collapse_key=request.collapse_key,
     )
     apns_size = apns_payload_size(build_apns_payload(message, app))
     if apns_size > APNS_MAX_PAYLOAD_BYTES:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.app import CLOCK, DISPATCH, METRICS, POLICY, SESSIONS, SETTINGS, caller
 from gateway.api.errors import GatewayError, NotFound, ValidationFailed
-from gateway.api.routing import Route, json_response, parse_model, read_json, validation_error
+from gateway.api.routing import Route, json_response, parse_model, read_json
 from gateway.api.schemas import (
     BatchRequest,
     BatchResult,
@@ -22,7 +21,7 @@ from gateway.api.schemas import (
     NotificationRequest,
 )
 from gateway.db import transaction
-from gateway.idempotency import check_key, request_fingerprint, run_idempotent
+from gateway.idempotency import Produce, check_key, request_fingerprint, run_idempotent
 from gateway.models import Notification, NotificationStatus
 from gateway.notifications import (
     accept_notification,
@@ -59,42 +58,50 @@ def _queued_ids(bodies: Sequence[dict[str, Any]]) -> list[str]:
     return [body["id"] for body in bodies if body.get("status") == NotificationStatus.QUEUED]
 
 
-async def send_notification(request: web.Request) -> web.Response:
-    payload = await read_json(request)
-    settings = request.app[SETTINGS]
+async def respond_idempotently(
+    request: web.Request,
+    payload: Any,
+    produce: Produce,
+    queued_ids: Callable[[dict[str, Any]], list[str]],
+) -> web.Response:
+    """Run ``produce`` once per ``Idempotency-Key`` (when given), then hand the queued
+    notifications of a fresh answer to the delivery worker."""
     key_header = request.headers.get(IDEMPOTENCY_HEADER)
-
-    async def produce(session: AsyncSession) -> tuple[int, dict[str, Any]]:
-        notification = await _accept_one(request, session, payload)
-        return 202, notification_out(notification)
-
     status, body, replayed = await run_idempotent(
         request.app[SESSIONS],
         api_key=caller(request).name,
         key=check_key(key_header) if key_header is not None else None,
         fingerprint=request_fingerprint(request.method, request.path, payload),
         now=request.app[CLOCK](),
-        retention=timedelta(hours=settings.retention.idempotency_hours),
+        retention=timedelta(hours=request.app[SETTINGS].retention.idempotency_hours),
         produce=produce,
     )
     if not replayed:
-        request.app[DISPATCH](_queued_ids([body]))
+        request.app[DISPATCH](queued_ids(body))
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return web.json_response(body, status=status, headers=headers)
 
 
+async def send_notification(request: web.Request) -> web.Response:
+    payload = await read_json(request)
+
+    async def produce(session: AsyncSession) -> tuple[int, dict[str, Any]]:
+        notification = await _accept_one(request, session, payload)
+        return 202, notification_out(notification)
+
+    return await respond_idempotently(request, payload, produce, lambda body: _queued_ids([body]))
+
+
 async def send_batch(request: web.Request) -> web.Response:
     payload = await read_json(request)
-    settings = request.app[SETTINGS]
     if isinstance(payload, dict) and isinstance(payload.get("notifications"), list):
-        limit = settings.server.max_batch_size
+        limit = request.app[SETTINGS].server.max_batch_size
         if len(payload["notifications"]) > limit:
             raise ValidationFailed(
                 f"a batch holds at most {limit} notifications "
                 f"(got {len(payload['notifications'])}); split it"
             )
     batch = parse_model(BatchRequest, payload)
-    key_header = request.headers.get(IDEMPOTENCY_HEADER)
 
     async def produce(session: AsyncSession) -> tuple[int, dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -103,8 +110,6 @@ async def send_batch(request: web.Request) -> web.Response:
                 async with session.begin_nested():
                     notification = await _accept_one(request, session, item)
                 results.append(notification_out(notification))
-            except ValidationError as exc:  # pragma: no cover - parse_model translates these
-                results.append(validation_error(exc, prefix=f"notifications.{index}.").problem())
             except GatewayError as error:
                 problem = error.problem()
                 for field_error in problem.get("errors", []):
@@ -112,19 +117,9 @@ async def send_batch(request: web.Request) -> web.Response:
                 results.append(problem)
         return 200, {"results": results}
 
-    status, body, replayed = await run_idempotent(
-        request.app[SESSIONS],
-        api_key=caller(request).name,
-        key=check_key(key_header) if key_header is not None else None,
-        fingerprint=request_fingerprint(request.method, request.path, payload),
-        now=request.app[CLOCK](),
-        retention=timedelta(hours=settings.retention.idempotency_hours),
-        produce=produce,
+    return await respond_idempotently(
+        request, payload, produce, lambda body: _queued_ids(body["results"])
     )
-    if not replayed:
-        request.app[DISPATCH](_queued_ids(body["results"]))
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.json_response(body, status=status, headers=headers)
 
 
 async def read_notification(request: web.Request) -> web.Response:
