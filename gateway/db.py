@@ -132,3 +132,18 @@ async def database_reachable(engine: AsyncEngine) -> bool:
         log.warning("readiness check: database unreachable", exc_info=True)
         return False
     return True
+
+
+async def autogenerate_revision(engine: AsyncEngine, message: str) -> str:
+    """Upgrade to head, then write a migration for what the models add; returns its path."""
+    await upgrade_database(engine)
+    paths: list[str] = []
+
+    def generate(connection: Connection) -> None:
+        script = command.revision(_alembic_config(connection), message=message, autogenerate=True)
+        scripts = script if isinstance(script, list) else [script]
+        paths.extend(item.path for item in scripts if item is not None)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(generate)
+    return ", ".join(paths)

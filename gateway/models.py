@@ -1,8 +1,8 @@
 """Tables the gateway owns: preferences, notifications, deliveries and idempotency records.
 
 Devices and the token audit trail belong to :mod:`tokens.models`. The notification and delivery
-rows are also the durable queue: their ``status`` and lease columns are the journal that a
-restarted or second process picks work up from.
+rows are also the durable queue: their ``status`` columns, and the deliveries' leases, are the
+journal that a restarted or second process picks work up from.
 """
 
 from __future__ import annotations
@@ -81,9 +81,6 @@ class Notification(SQLModel, table=True):
     counted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     created_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
-    # lease held by the worker that is releasing or fanning out this notification
-    lease_owner: str | None = Field(default=None, max_length=64)
-    lease_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Delivery(SQLModel, table=True):

@@ -73,6 +73,8 @@ class Device(SQLModel, table=True):
         sa.UniqueConstraint("app", "platform", "token", name="uq_devices_app_platform_token"),
         sa.Index("ix_devices_user_app", "user_id", "app"),
         sa.Index("ix_devices_status_last_seen", "status", "last_seen_at"),
+        # the purge of tokens invalid for more than N days
+        sa.Index("ix_devices_status_invalidated", "status", "invalidated_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)

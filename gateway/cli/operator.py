@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import sqlalchemy as sa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +26,8 @@ from sqlmodel import col, select
 from gateway.cli.context import config_option, console, errors, settings_from, with_engine
 from gateway.config import Settings
 from gateway.db import session_factory
-from gateway.models import Delivery, Notification, NotificationStatus
+from gateway.models import Delivery, Notification
+from gateway.release import deferred_release_histogram, release_hour_edges
 from tokens import (
     CleanupResult,
     count_purge_candidates,
@@ -388,9 +388,6 @@ def deferred() -> None:
     """Inspect deferred notifications."""
 
 
-HOURS_AHEAD = 24
-
-
 @deferred.command("stats")
 @config_option
 @click.option("--app", "app_id", help="Only this app's notifications.")
@@ -398,23 +395,12 @@ HOURS_AHEAD = 24
 def deferred_stats(config_path: Path | None, app_id: str | None, now: datetime) -> None:
     """How many deferred notifications are due for release in each of the next 24 hours (UTC)."""
     settings = settings_from(config_path)
-    top_of_hour = now.replace(minute=0, second=0, microsecond=0)
     # hour 0 runs from now to the next full hour; "overdue" and "later" catch the rest
-    edges = [now] + [top_of_hour + timedelta(hours=h) for h in range(1, HOURS_AHEAD + 1)]
+    edges = release_hour_edges(now)
 
     async def body(engine: AsyncEngine) -> list[int]:
-        deliver_at = col(Notification.deliver_at)
-        buckets = [sa.func.count(sa.case((deliver_at < now, 1)))]
-        buckets += [
-            sa.func.count(sa.case((sa.and_(deliver_at >= start, deliver_at < end), 1)))
-            for start, end in itertools.pairwise(edges)
-        ]
-        buckets.append(sa.func.count(sa.case((deliver_at >= edges[-1], 1))))
-        query = sa.select(*buckets).where(col(Notification.status) == NotificationStatus.DEFERRED)
-        if app_id is not None:
-            query = query.where(col(Notification.app) == app_id)
         async with session_factory(engine)() as session:
-            return list((await session.execute(query)).one())
+            return await deferred_release_histogram(session, now=now, app=app_id)
 
     counts = _run(settings, body)
     table = Table(title="deferred notifications by release hour (UTC)")

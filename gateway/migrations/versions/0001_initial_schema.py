@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 06:24:46.133066
+Create Date: 2026-11-22 07:11:04.337931
 """
 
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('app', 'platform', 'token', name='uq_devices_app_platform_token')
     )
     with op.batch_alter_table('devices', schema=None) as batch_op:
+        batch_op.create_index('ix_devices_status_invalidated', ['status', 'invalidated_at'], unique=False)
         batch_op.create_index('ix_devices_status_last_seen', ['status', 'last_seen_at'], unique=False)
         batch_op.create_index('ix_devices_user_app', ['user_id', 'app'], unique=False)
 
@@ -80,8 +81,6 @@ def upgrade() -> None:
     sa.Column('counted_at', tokens.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', tokens.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', tokens.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('lease_owner', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('lease_until', tokens.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('notifications', schema=None) as batch_op:
@@ -168,6 +167,7 @@ def downgrade() -> None:
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.drop_index('ix_devices_user_app')
         batch_op.drop_index('ix_devices_status_last_seen')
+        batch_op.drop_index('ix_devices_status_invalidated')
 
     op.drop_table('devices')
     # ### end Alembic commands ###
