@@ -347,6 +347,8 @@ class DeliveryWorker:
         apply token outcomes, and finish notifications whose deliveries are all done."""
         touched: set[str] = set()
         async with transaction(self.sessions) as session:
+            # Notifications first, then deliveries: the order cancel_notification locks them in
+            await lock_notifications(session, {item.notification.id for item in items})
             for item, report in zip(items, reports, strict=True):
                 values = self._delivery_update(item, report, now)
                 updated = await session.execute(
@@ -430,6 +432,25 @@ class DeliveryWorker:
         }
 
 
+async def lock_notifications(session: AsyncSession, notification_ids: set[str]) -> None:
+    """Row-lock the notifications (in id order, so two lockers cannot deadlock) until the
+    transaction ends.
+
+    Two transactions finishing deliveries of one notification (its iOS and Android groups in
+    one round, or two workers) must not both count the other's delivery as still pending under
+    READ COMMITTED, or neither finishes the notification and it stays ``queued`` for good. With
+    the lock the second one waits, then counts with the first one's deliveries committed.
+    SQLite serialises writers anyway and renders no ``FOR UPDATE``.
+    """
+    if notification_ids:
+        await session.execute(
+            select(Notification.id)
+            .where(col(Notification.id).in_(notification_ids))
+            .order_by(col(Notification.id))
+            .with_for_update()
+        )
+
+
 async def finish_notifications(
     session: AsyncSession, notification_ids: set[str], *, now: datetime
 ) -> int:
@@ -437,6 +458,7 @@ async def finish_notifications(
     when at least one device got it, else ``failed``. Returns how many were finished."""
     if not notification_ids:
         return 0
+    await lock_notifications(session, notification_ids)
     counts = await session.execute(
         select(
             Delivery.notification_id,
