@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -139,6 +140,13 @@ class GatewayProcess:
                 f"pushgate exited with {self.process.returncode}:\n{self.log_text()}"
             )
         return STARTED_LINE.encode() in self.log_path.read_bytes()[self._log_start :]
+
+    def worker_owner(self) -> str:
+        """The lease owner this run's delivery worker writes into the database."""
+        text = self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
+        found = re.search(re.escape(STARTED_LINE) + r" \((\S+)\)", text)
+        assert found is not None, "the worker has not started"
+        return found.group(1)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs, leases stay held in the database."""
