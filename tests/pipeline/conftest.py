@@ -33,7 +33,7 @@ from sqlmodel import col, select
 from gateway.api.app import init_app
 from gateway.config import Settings
 from gateway.db import session_factory
-from gateway.delivery import DeliveryWorker, RoundResult
+from gateway.delivery import DeliveryWorker, ProviderLookup, RoundResult
 from gateway.metrics import Metrics
 from gateway.models import Delivery
 from gateway.notifications import build_policy_settings
@@ -187,7 +187,7 @@ class Pipeline:
         when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
         self.clock.now = max(self.clock.now, when)
 
-    def new_worker(self, owner: str, providers: ProviderRegistry | None = None) -> DeliveryWorker:
+    def new_worker(self, owner: str, providers: ProviderLookup | None = None) -> DeliveryWorker:
         """A second worker on the same database, clock and providers (another process)."""
         worker = DeliveryWorker(
             self.sessions,
