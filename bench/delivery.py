@@ -1,0 +1,316 @@
+"""Delivery: accepted → delivered at the simulator, the pipeline against the raw client.
+
+The simulators run in their own process (:mod:`bench.sims`). Each run seeds ``count`` queued
+notifications for users with one device each (rows, as ``POST /v1/notifications`` leaves them:
+a ``queued`` notification and a ``pending`` delivery), then times :class:`DeliveryWorker` rounds
+(claim and lease → build messages → provider → simulator → record each report → finish the
+notification) until a round claims nothing, i.e. until every delivery is recorded as sent. The
+ceiling, in the same run, is the raw client sending the same number of messages to the same
+simulator: unmodified ``aioapns`` (``asyncio.gather`` over every send, as many connections as
+:class:`ApnsProvider` opens) and firebase-admin's ``send_each_async`` (batches of 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import firebase_admin
+import google.auth.transport.requests
+from aioapns import APNs, NotificationRequest, PushType
+from aioapns.connection import APNsProductionClientProtocol
+from firebase_admin import credentials, messaging
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bench.bench_providers_fcm import new_token, raw_messages
+from bench.sims import APNS_TOPIC
+from bench.stack import (
+    APP,
+    SimulatorProcess,
+    make_settings,
+    median,
+    postgres_available,
+    postgres_schema,
+    settings_data,
+    sqlite_url,
+)
+from gateway.api.app import system_clock
+from gateway.config import Settings
+from gateway.db import create_engine, session_factory, transaction, upgrade_database
+from gateway.delivery import DeliveryWorker, RoundResult
+from gateway.metrics import Metrics
+from gateway.models import Delivery, DeliveryStatus, Notification, NotificationStatus
+from gateway.providers.apns import ApnsProvider
+from gateway.providers.registry import ProviderRegistry
+from tokens.models import Device
+
+Platform = str  # "ios" | "android"
+
+
+def device_token(platform: Platform) -> str:
+    return secrets.token_hex(32) if platform == "ios" else new_token()
+
+
+async def seed_devices(
+    sessions: async_sessionmaker[AsyncSession], users: list[str], platform: Platform, now: datetime
+) -> dict[str, str]:
+    """One active device per user; returns device id by user."""
+    devices = [
+        Device(
+            user_id=user,
+            app=APP,
+            platform=platform,
+            token=device_token(platform),
+            permission="granted",
+            created_at=now,
+            last_seen_at=now,
+            updated_at=now,
+        )
+        for user in users
+    ]
+    async with transaction(sessions) as session:
+        session.add_all(devices)
+    return {device.user_id: device.id for device in devices}
+
+
+async def seed_queued(
+    sessions: async_sessionmaker[AsyncSession],
+    devices: dict[str, str],
+    platform: Platform,
+    now: datetime,
+) -> None:
+    """A queued notification with its pending delivery for every (user, device)."""
+    notifications = {
+        user: Notification(
+            user_id=user,
+            app=APP,
+            tier="transactional",
+            category="order_shipped",
+            classified_by="category",
+            status=NotificationStatus.QUEUED,
+            title="Your order shipped",
+            body="It arrives Tuesday",
+            data={"order_id": secrets.token_hex(4)},
+            sender="bench",
+            deliver_at=now,
+            counted_at=now,
+            expires_at=now + timedelta(hours=1),
+            created_at=now,
+            updated_at=now,
+        )
+        for user in devices
+    }
+    async with transaction(sessions) as session:
+        session.add_all(notifications.values())
+        await session.flush()  # the deliveries' foreign key needs the rows first
+        session.add_all(
+            Delivery(
+                notification_id=notifications[user].id,
+                device_id=device_id,
+                platform=platform,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            for user, device_id in devices.items()
+        )
+
+
+def new_worker(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], providers: ProviderRegistry
+) -> DeliveryWorker:
+    """The worker as ``pushgate serve`` builds it (no invalidation guard: every send succeeds)."""
+    return DeliveryWorker(
+        sessions,
+        providers,
+        settings.delivery,
+        clock=system_clock,
+        metrics=Metrics(),
+        use_skip_locked=not settings.database.is_sqlite,
+        batch_size=settings.delivery.release_batch_size,
+    )
+
+
+async def drain(worker: DeliveryWorker, max_rounds: int = 10_000) -> RoundResult:
+    """Run rounds back to back until one claims nothing (what :meth:`DeliveryWorker.run` does
+    while work is waiting); returns the totals."""
+    total = RoundResult()
+    for _ in range(max_rounds):
+        result = await worker.run_round()
+        if not result.claimed:
+            return total
+        total.claimed += result.claimed
+        total.finished_notifications += result.finished_notifications
+        for outcome, count in result.outcomes.items():
+            total.outcomes[outcome] += count
+    raise RuntimeError(f"the queue did not drain in {max_rounds} rounds")
+
+
+# -- the ceilings ----------------------------------------------------------------------------
+
+
+def raw_apns_client(sections: dict[str, Any]) -> APNs:
+    """Unmodified aioapns, redirected to the simulator through its protocol class (as in
+    :mod:`bench.bench_providers_apns`)."""
+    apns = sections["apns"]
+    client = APNs(
+        key=Path(apns["key_file"]).read_text(encoding="ascii"),
+        key_id=apns["key_id"],
+        team_id=apns["team_id"],
+        topic=APNS_TOPIC,
+        max_connections=ApnsProvider.MAX_CONNECTIONS,
+        ssl_context=ssl.create_default_context(cafile=apns["ca_file"]),
+    )
+    client.pool.protocol_class = type(
+        "SimulatorProtocol",
+        (APNsProductionClientProtocol,),
+        {"APNS_SERVER": "127.0.0.1", "APNS_PORT": int(apns["endpoint"].rsplit(":", 1)[1])},
+    )
+    return client
+
+
+async def raw_apns_send(client: APNs, count: int) -> int:
+    requests = [
+        NotificationRequest(
+            device_token=secrets.token_hex(32),
+            message={"aps": {"alert": {"title": "Your order shipped", "body": "Tuesday"}}},
+            priority=10,
+            push_type=PushType.ALERT,
+            time_to_live=3600,
+        )
+        for _ in range(count)
+    ]
+    results = await asyncio.gather(*(client.send_notification(r) for r in requests))
+    return sum(result.is_successful for result in results)
+
+
+async def raw_fcm_case(
+    sections: dict[str, Any],
+) -> tuple[Callable[[int], Awaitable[int]], Callable[[], Awaitable[None]]]:
+    fcm = sections["fcm"]
+    app = firebase_admin.initialize_app(
+        credentials.Certificate(fcm["service_account_file"]), name=f"bench-raw-{secrets.token_hex(3)}"
+    )
+    service = messaging._get_messaging_service(app)
+    service._fcm_url = f"{fcm['endpoint']}/v1/projects/{fcm['project_id']}/messages:send"
+    credential = app.credential.get_credential()
+    await asyncio.to_thread(credential.refresh, google.auth.transport.requests.Request())
+
+    async def send(count: int) -> int:
+        messages = raw_messages(count)
+        sent = 0
+        for start in range(0, count, 500):
+            response = await messaging.send_each_async(messages[start : start + 500], app=app)
+            sent += response.success_count
+        return sent
+
+    async def close() -> None:
+        await service._async_client.aclose()
+        await asyncio.to_thread(firebase_admin.delete_app, app)
+
+    return send, close
+
+
+# -- the measurement -------------------------------------------------------------------------
+
+
+async def measure_database(
+    sims: SimulatorProcess, database_url: str, *, runs: int, count: int
+) -> dict[str, Any]:
+    settings = make_settings(settings_data(database_url, sims.sections))
+    engine = create_engine(settings.database)
+    await upgrade_database(engine)
+    sessions = session_factory(engine)
+    providers = ProviderRegistry.from_settings(settings)
+    worker = new_worker(settings, sessions, providers)
+    raw_apns = raw_apns_client(sims.sections)
+    raw_fcm_send, raw_fcm_close = await raw_fcm_case(sims.sections)
+    samples: dict[str, list[float]] = {
+        "apns-pipeline": [],
+        "apns-raw": [],
+        "fcm-pipeline": [],
+        "fcm-raw": [],
+    }
+    peaks: dict[str, int] = {}
+    try:
+        platforms = {"apns": "ios", "fcm": "android"}
+        devices = {
+            name: await seed_devices(
+                sessions, [f"{name}-user-{i}" for i in range(count)], platform, system_clock()
+            )
+            for name, platform in platforms.items()
+        }
+
+        async def pipeline(name: str) -> float:
+            await seed_queued(sessions, devices[name], platforms[name], system_clock())
+            await sims.reset()
+            started = asyncio.get_running_loop().time()
+            total = await drain(worker)
+            elapsed = asyncio.get_running_loop().time() - started
+            stats = await sims.stats()
+            if total.finished_notifications != count or stats[f"{name}_answered"] != count:
+                raise RuntimeError(f"{name} pipeline: {total} / simulator {stats}")
+            peaks[name] = max(peaks.get(name, 0), stats[f"{name}_peak_in_flight"])
+            return count / elapsed
+
+        async def raw(name: str) -> float:
+            await sims.reset()
+            started = asyncio.get_running_loop().time()
+            sent = await (raw_apns_send(raw_apns, count) if name == "apns" else raw_fcm_send(count))
+            elapsed = asyncio.get_running_loop().time() - started
+            if sent != count:
+                raise RuntimeError(f"{name} raw: {sent} of {count} sent")
+            return count / elapsed
+
+        for name in platforms:  # warm-up: connections, JWT / OAuth token, statement caches
+            await pipeline(name)
+            await raw(name)
+        for _ in range(runs):
+            for name in platforms:
+                samples[f"{name}-pipeline"].append(await pipeline(name))
+                samples[f"{name}-raw"].append(await raw(name))
+    finally:
+        raw_apns.pool.close()
+        await raw_fcm_close()
+        await providers.close()
+        await engine.dispose()
+    result: dict[str, Any] = {}
+    for name in platforms:
+        pipe, ceiling = samples[f"{name}-pipeline"], samples[f"{name}-raw"]
+        result[name] = {
+            "pipeline_per_second": median(pipe),
+            "raw_per_second": median(ceiling),
+            "ratio_to_raw": median([p / c for p, c in zip(pipe, ceiling, strict=True)]),
+            "peak_in_flight_at_simulator": peaks.get(name, 0),
+            "runs_pipeline_per_second": [round(v, 1) for v in pipe],
+            "runs_raw_per_second": [round(v, 1) for v in ceiling],
+        }
+    return result
+
+
+async def measure(*, runs: int, count: int, folder: Path) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # firebase Message.token
+        async with SimulatorProcess() as sims:
+            results = {
+                "sqlite": await measure_database(
+                    sims, sqlite_url(folder, "delivery.db"), runs=runs, count=count
+                )
+            }
+            if await postgres_available():
+                async with postgres_schema() as url:
+                    results["postgresql"] = await measure_database(
+                        sims, url, runs=runs, count=count
+                    )
+    return {"runs": runs, "notifications_per_run": count, "databases": results}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
