@@ -324,7 +324,14 @@ async def cancel_notification(
 ) -> Notification:
     """Cancel a deferred or queued notification; its pending deliveries end ``failed`` with
     error ``cancelled``. Raises 409 ``not_cancellable`` otherwise."""
-    notification = await get_notification(session, notification_id)
+    # Lock and re-read the row: a worker finishing it (or the release job) may hold it, and
+    # its status after that commit, not the one read before, decides whether it can be
+    # cancelled. Without this a just-sent notification was overwritten with "cancelled".
+    notification = await session.get(
+        Notification, notification_id, with_for_update=True, populate_existing=True
+    )
+    if notification is None:
+        raise NotFound(f"no notification with id {notification_id!r}")
     if notification.status not in PENDING_NOTIFICATION_STATUSES:
         raise Conflict(
             f"notification {notification_id} is {notification.status}; only deferred or queued "
