@@ -8,7 +8,7 @@ Everything here runs inside the caller's transaction and takes ``now`` as a para
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
@@ -53,7 +53,7 @@ from policies import (
 from policies import TierConflict as PolicyTierConflict
 from policies.tiers import Tier
 from tokens.models import Device
-from tokens.registry import deliverable_devices, latest_device_timezone
+from tokens.registry import devices_of_users, is_deliverable, latest_timezone
 
 log = logging.getLogger(__name__)
 
@@ -95,50 +95,74 @@ def resolve_app(settings: Settings, requested: str | None, caller: ApiKeyConfig)
     return requested
 
 
-async def load_user_facts(
-    session: AsyncSession,
-    *,
-    user_id: str,
-    app: str,
-    now: datetime,
-    policy: PolicySettings,
-    exclude_notification: str | None = None,
-) -> tuple[UserFacts, Sequence[Device]]:
-    """Everything the policy needs to know about a user at ``now``, and the devices to send to.
+@dataclass
+class UsersSnapshot:
+    """What the policy needs to know about a set of users at one instant, loaded in a few
+    queries: the release job decides a whole batch from one snapshot."""
 
-    ``exclude_notification`` keeps a notification being released from counting against its own
-    frequency cap.
+    preferences: dict[str, Preference]
+    devices: dict[str, list[Device]]
+    recent_counts: dict[str, dict[Tier, int]]  # by user, then tier (capped tiers only)
+
+    def facts(self, user_id: str, app: str) -> tuple[UserFacts, list[Device]]:
+        """The user's facts for ``app``, and the devices a notification would go to."""
+        preference = self.preferences.get(user_id)
+        devices = self.devices.get(user_id, [])
+        deliverable = [device for device in devices if is_deliverable(device, app)]
+        facts = UserFacts(
+            user_id=user_id,
+            timezone=preference.timezone if preference else None,
+            device_timezone=latest_timezone(devices),
+            behavioral_opt_in=preference.behavioral if preference else None,
+            promotional_opt_in=preference.promotional if preference else None,
+            quiet_hours=quiet_window_of(preference),
+            active_devices=len(deliverable),
+            recent_counts=dict(self.recent_counts.get(user_id, {})),
+        )
+        return facts, deliverable
+
+    def count_queued(self, user_id: str, tier: Tier) -> None:
+        """A notification of the batch was just queued: it counts against the user's cap."""
+        counts = self.recent_counts.get(user_id)
+        if counts is not None and tier in counts:
+            counts[tier] += 1
+
+
+async def snapshot_users(
+    session: AsyncSession, user_ids: Collection[str], *, now: datetime, policy: PolicySettings
+) -> UsersSnapshot:
+    """Preferences, devices and frequency-cap counts of ``user_ids`` at ``now``.
+
+    A notification counts against its user's cap from when it is queued (``counted_at``);
+    deferred ones have none yet, so one being released never counts against itself.
     """
-    preference = await session.get(Preference, user_id)
-    devices = await deliverable_devices(session, user_id, app)
-    recent_counts: dict[Tier, int] = {}
+    users = list(user_ids)
+    preferences = (
+        await session.execute(select(Preference).where(col(Preference.user_id).in_(users)))
+    ).scalars()
+    recent_counts: dict[str, dict[Tier, int]] = {user_id: {} for user_id in users}
     for tier in Tier:
         since = cap_window_start(now, tier, policy)
         if since is None:
             continue
-        query = (
-            sa.select(sa.func.count())
-            .select_from(Notification)
+        for counts in recent_counts.values():
+            counts[tier] = 0
+        rows = await session.execute(
+            sa.select(col(Notification.user_id), sa.func.count())
             .where(
-                col(Notification.user_id) == user_id,
+                col(Notification.user_id).in_(users),
                 col(Notification.tier) == tier,
                 col(Notification.counted_at) >= since,
             )
+            .group_by(col(Notification.user_id))
         )
-        if exclude_notification is not None:
-            query = query.where(col(Notification.id) != exclude_notification)
-        recent_counts[tier] = (await session.execute(query)).scalar_one()
-    facts = UserFacts(
-        user_id=user_id,
-        timezone=preference.timezone if preference else None,
-        device_timezone=await latest_device_timezone(session, user_id),
-        behavioral_opt_in=preference.behavioral if preference else None,
-        promotional_opt_in=preference.promotional if preference else None,
-        quiet_hours=quiet_window_of(preference),
-        active_devices=len(devices),
+        for user_id, count in rows.all():
+            recent_counts[user_id][tier] = count
+    return UsersSnapshot(
+        preferences={preference.user_id: preference for preference in preferences},
+        devices=await devices_of_users(session, users),
         recent_counts=recent_counts,
     )
-    return facts, devices
 
 
 def quiet_window_of(preference: Preference | None) -> QuietWindow | None:
@@ -169,7 +193,8 @@ async def apply_decision(
             notification.deliver_at = now
             notification.counted_at = now
             session.add(notification)
-            await session.flush()  # the deliveries' foreign key needs the row first
+            if sa.inspect(notification).pending:
+                await session.flush()  # a new row must exist before its deliveries reference it
             for device in devices:
                 session.add(
                     Delivery(
@@ -264,9 +289,8 @@ async def accept_notification(
     app_config = settings.app(app)
     assert app_config is not None  # resolve_app checked it
     check_payload(request, app=app_config, tier=tier, expires_at=expires_at)
-    facts, devices = await load_user_facts(
-        session, user_id=request.user_id, app=app, now=now, policy=policy
-    )
+    snapshot = await snapshot_users(session, [request.user_id], now=now, policy=policy)
+    facts, devices = snapshot.facts(request.user_id, app)
     decision = decide(now, tier, expires_at, facts, policy)
     notification = Notification(
         user_id=request.user_id,

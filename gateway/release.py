@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from gateway.db import transaction
 from gateway.models import Notification, NotificationStatus
-from gateway.notifications import apply_decision, load_user_facts
+from gateway.notifications import UsersSnapshot, apply_decision, snapshot_users
 from policies import Defer, Drop, DropReason, PolicySettings, Send, decide
 from policies.tiers import Tier
 
@@ -64,8 +64,13 @@ async def release_due_notifications(
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
         due = (await session.execute(query)).scalars().all()
+        snapshot = await snapshot_users(
+            session, {notification.user_id for notification in due}, now=now, policy=policy
+        )
         for notification in due:
-            await release_one(session, notification, now=now, policy=policy, result=result)
+            await release_one(
+                session, notification, snapshot, now=now, policy=policy, result=result
+            )
     if result.released:
         log.info(
             "released %d deferred notifications: %d queued, %d deferred again, dropped %s",
@@ -80,23 +85,19 @@ async def release_due_notifications(
 async def release_one(
     session: AsyncSession,
     notification: Notification,
+    snapshot: UsersSnapshot,
     *,
     now: datetime,
     policy: PolicySettings,
     result: ReleaseResult,
 ) -> None:
-    facts, devices = await load_user_facts(
-        session,
-        user_id=notification.user_id,
-        app=notification.app,
-        now=now,
-        policy=policy,
-        exclude_notification=notification.id,
-    )
-    decision = decide(now, Tier(notification.tier), notification.expires_at, facts, policy)
+    facts, devices = snapshot.facts(notification.user_id, notification.app)
+    tier = Tier(notification.tier)
+    decision = decide(now, tier, notification.expires_at, facts, policy)
     await apply_decision(session, notification, decision, devices, now=now)
     match decision:
         case Send():
+            snapshot.count_queued(notification.user_id, tier)
             result.queued.append(notification.id)
         case Defer():
             result.deferred_again += 1

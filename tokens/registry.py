@@ -19,7 +19,7 @@ Rules, as :func:`register_device` applies them:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -308,32 +308,50 @@ async def user_devices(session: AsyncSession, user_id: str) -> Sequence[Device]:
     return result.scalars().all()
 
 
-async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> Sequence[Device]:
-    """The user's active devices for ``app`` whose notification permission is not denied.
+def is_deliverable(device: Device, app: str) -> bool:
+    """Whether ``device`` receives ``app``'s notifications: active, permission not denied.
 
     ``stale`` and ``invalid`` devices are never sent to: a stale device comes back as soon as
     its app registers again (every launch does).
     """
-    result = await session.execute(
-        select(Device).where(
-            Device.user_id == user_id,
-            Device.app == app,
-            Device.status == DeviceStatus.ACTIVE,
-            Device.permission != Permission.DENIED,
-        )
+    return (
+        device.app == app
+        and device.status == DeviceStatus.ACTIVE
+        and device.permission != Permission.DENIED
     )
-    return result.scalars().all()
+
+
+def latest_timezone(devices: Iterable[Device]) -> str | None:
+    """The time zone reported by the most recently seen of ``devices`` that reported one."""
+    zoned = [device for device in devices if device.timezone is not None]
+    if not zoned:
+        return None
+    return max(zoned, key=lambda device: device.last_seen_at).timezone
+
+
+async def devices_of_users(
+    session: AsyncSession, user_ids: Collection[str]
+) -> dict[str, list[Device]]:
+    """Every device of each user, whatever its status, in one query."""
+    devices: dict[str, list[Device]] = {user_id: [] for user_id in user_ids}
+    if user_ids:
+        result = await session.execute(
+            select(Device).where(col(Device.user_id).in_(list(user_ids)))
+        )
+        for device in result.scalars():
+            devices[device.user_id].append(device)
+    return devices
+
+
+async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> Sequence[Device]:
+    """The user's devices that receive ``app``'s notifications (see :func:`is_deliverable`)."""
+    devices = (await devices_of_users(session, [user_id]))[user_id]
+    return [device for device in devices if is_deliverable(device, app)]
 
 
 async def latest_device_timezone(session: AsyncSession, user_id: str) -> str | None:
     """The time zone reported by the user's most recently seen device that reported one."""
-    result = await session.execute(
-        sa.select(col(Device.timezone))
-        .where(col(Device.user_id) == user_id, col(Device.timezone).is_not(None))
-        .order_by(col(Device.last_seen_at).desc())
-        .limit(1)
-    )
-    return result.scalar_one_or_none()
+    return latest_timezone((await devices_of_users(session, [user_id]))[user_id])
 
 
 async def token_stats(session: AsyncSession) -> list[TokenCount]:
