@@ -32,6 +32,7 @@ from gateway.db import transaction
 from gateway.metrics import Metrics
 from gateway.models import Delivery, DeliveryStatus, Notification, NotificationStatus
 from gateway.providers.base import Platform, Provider, PushMessage
+from policies import DropReason
 from policies.tiers import Tier
 from tokens.feedback import InvalidationGuard, TokenOutcome, apply_report
 from tokens.models import Device
@@ -78,6 +79,17 @@ class CircuitBreaker:
         else:
             self.failures = 0
             self.open_until = None
+
+
+# A delivery error that means "ran out of time", alone or after the last provider reason
+EXPIRED = "expired"
+EXPIRED_SUFFIX = f" ({EXPIRED})"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    reports: list[DeliveryReport]  # the reports written (late ones after a lost lease are not)
+    finished: int  # notifications that reached their final status
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +198,9 @@ class DeliveryWorker:
         expired = [item for item in claimed if item.notification.expires_at <= now]
         if expired:
             # waited past its expiry (breaker open, long outage): never send it late
-            reports = [DeliveryReport(Outcome.FAILED, reason="expired")] * len(expired)
-            result.finished_notifications += await self.record_reports(expired, reports, now)
+            reports = [DeliveryReport(Outcome.FAILED, reason=EXPIRED)] * len(expired)
+            recorded = await self.record_reports(expired, reports, now)
+            result.finished_notifications += recorded.finished
             claimed = [item for item in claimed if item.notification.expires_at > now]
         groups: dict[tuple[str, str], list[ClaimedDelivery]] = defaultdict(list)
         for item in claimed:
@@ -246,6 +259,15 @@ class DeliveryWorker:
 
     async def _fail_orphans(self, ids: list[str], now: datetime) -> None:
         async with transaction(self.sessions) as session:
+            notification_ids = set(
+                (
+                    await session.execute(
+                        select(Delivery.notification_id).where(col(Delivery.id).in_(ids))
+                    )
+                ).scalars()
+            )
+            # notifications before deliveries, the order every other writer locks them in
+            await lock_notifications(session, notification_ids)
             await session.execute(
                 sa.update(Delivery)
                 .where(col(Delivery.id).in_(ids), col(Delivery.lease_owner) == self.owner)
@@ -258,12 +280,7 @@ class DeliveryWorker:
                 )
                 .execution_options(synchronize_session=False)
             )
-            notification_ids = (
-                await session.execute(
-                    select(Delivery.notification_id).where(col(Delivery.id).in_(ids))
-                )
-            ).scalars()
-            await finish_notifications(session, set(notification_ids), now=now)
+            await finish_notifications(session, notification_ids, now=now)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -301,14 +318,14 @@ class DeliveryWorker:
             async with limit:
                 reports += await self._send(provider, part)
         now = self.clock()
-        for report in reports:
+        recorded = await self.record_reports(items, reports, now)
+        # only results this worker recorded count: a late one after a lost lease is not news
+        for report in recorded.reports:
             breaker.record(report.outcome, now)
             self.metrics.deliveries.labels(provider_name, app, report.outcome).inc()
             result.outcomes[report.outcome] += 1
-            if self.guard is not None:
-                self.guard.record(app, report, now)
         self.metrics.breaker_open.labels(provider_name, app).set(int(breaker.is_open(now)))
-        result.finished_notifications += await self.record_reports(items, reports, now)
+        result.finished_notifications += recorded.finished
 
     async def _send(self, provider: Provider, items: list[ClaimedDelivery]) -> list[DeliveryReport]:
         messages = [push_message(item.notification, item.device) for item in items]
@@ -342,10 +359,11 @@ class DeliveryWorker:
 
     async def record_reports(
         self, items: list[ClaimedDelivery], reports: list[DeliveryReport], now: datetime
-    ) -> int:
+    ) -> Recorded:
         """Write each report to its delivery (only while this worker still holds the lease),
         apply token outcomes, and finish notifications whose deliveries are all done."""
         touched: set[str] = set()
+        recorded: list[DeliveryReport] = []
         async with transaction(self.sessions) as session:
             # Notifications first, then deliveries: the order cancel_notification locks them in
             await lock_notifications(session, {item.notification.id for item in items})
@@ -364,9 +382,14 @@ class DeliveryWorker:
                 if not updated.rowcount:  # type: ignore[attr-defined]
                     # our lease ran out and another worker took over: its result counts
                     log.warning(
-                        "lost the lease on delivery %s; dropping this result", item.delivery_id
+                        "delivery %s is no longer ours (lease lost or cancelled); "
+                        "dropping this result",
+                        item.delivery_id,
                     )
                     continue
+                recorded.append(report)
+                if self.guard is not None:
+                    self.guard.record(item.app, report, now)
                 if report.outcome is Outcome.TOKEN_DEAD:
                     provider = PROVIDER_NAMES.get(item.device.platform, item.device.platform)
                     outcome = await apply_report(
@@ -383,7 +406,8 @@ class DeliveryWorker:
                         ).inc()
                 if values["status"] != DeliveryStatus.PENDING:
                     touched.add(item.notification.id)
-            return await finish_notifications(session, touched, now=now)
+            finished = await finish_notifications(session, touched, now=now)
+        return Recorded(recorded, finished)
 
     def _delivery_update(
         self, item: ClaimedDelivery, report: DeliveryReport, now: datetime
@@ -417,11 +441,11 @@ class DeliveryWorker:
             delay = max(delay, report.retry_after)
         next_attempt = now + timedelta(seconds=delay)
         if attempts >= self.config.max_attempts or next_attempt >= item.notification.expires_at:
-            why = "attempts exhausted" if attempts >= self.config.max_attempts else "expired"
+            why = "attempts exhausted" if attempts >= self.config.max_attempts else EXPIRED
             return {
                 "status": DeliveryStatus.FAILED,
                 "attempts": attempts,
-                "error": f"{report.reason or 'transient error'} ({why})"[:256],
+                "error": f"{(report.reason or 'transient error')[:200]} ({why})",
             }
         self.metrics.retries.labels(PROVIDER_NAMES.get(item.device.platform, ""), item.app).inc()
         return {
@@ -455,38 +479,54 @@ async def finish_notifications(
     session: AsyncSession, notification_ids: set[str], *, now: datetime
 ) -> int:
     """Give each queued notification whose deliveries have all ended its final status: ``sent``
-    when at least one device got it, else ``failed``. Returns how many were finished."""
+    when at least one device got it; ``expired`` (reason ``expired``) when every delivery ran
+    out of time; else ``failed``, each delivery's ``error`` saying why. Returns how many were
+    finished."""
     if not notification_ids:
         return 0
     await lock_notifications(session, notification_ids)
     counts = await session.execute(
-        select(
-            Delivery.notification_id,
+        sa.select(
+            col(Delivery.notification_id),
             sa.func.count(),
             sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.PENDING, 1), else_=0)),
             sa.func.sum(sa.case((col(Delivery.status) == DeliveryStatus.SENT, 1), else_=0)),
+            sa.func.sum(
+                sa.case(
+                    (
+                        sa.or_(
+                            col(Delivery.error) == EXPIRED,
+                            col(Delivery.error).endswith(EXPIRED_SUFFIX),
+                        ),
+                        1,
+                    ),
+                    else_=0,
+                )
+            ),
         )
         .where(col(Delivery.notification_id).in_(notification_ids))
         .group_by(col(Delivery.notification_id))
     )
-    sent_ids: list[str] = []
-    failed_ids: list[str] = []
-    for notification_id, _total, pending, sent in counts.all():
+    final: dict[tuple[NotificationStatus, str | None], list[str]] = {}
+    outcome: tuple[NotificationStatus, str | None]
+    for notification_id, total, pending, sent, expired in counts.all():
         if pending:
             continue
-        (sent_ids if sent else failed_ids).append(notification_id)
-    for ids, status in (
-        (sent_ids, NotificationStatus.SENT),
-        (failed_ids, NotificationStatus.FAILED),
-    ):
-        if ids:
-            await session.execute(
-                sa.update(Notification)
-                .where(
-                    col(Notification.id).in_(ids),
-                    col(Notification.status) == NotificationStatus.QUEUED,
-                )
-                .values(status=status, updated_at=now)
-                .execution_options(synchronize_session=False)
+        if sent:
+            outcome = (NotificationStatus.SENT, None)
+        elif expired == total:
+            outcome = (NotificationStatus.EXPIRED, DropReason.EXPIRED.value)
+        else:
+            outcome = (NotificationStatus.FAILED, None)
+        final.setdefault(outcome, []).append(notification_id)
+    for (status, reason), ids in final.items():
+        await session.execute(
+            sa.update(Notification)
+            .where(
+                col(Notification.id).in_(ids),
+                col(Notification.status) == NotificationStatus.QUEUED,
             )
-    return len(sent_ids) + len(failed_ids)
+            .values(status=status, reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return sum(len(ids) for ids in final.values())

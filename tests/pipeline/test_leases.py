@@ -67,7 +67,8 @@ async def test_lease_run_out_is_taken_over_and_the_late_result_discarded(
     # A wakes up, sends (the one duplicate a lease allows: it was in flight) and reports late.
     stalling.resume.set()
     late = await asyncio.wait_for(round_a, BOUND_SECONDS)
-    assert late.outcomes == {Outcome.SENT: 1} and late.finished_notifications == 0
+    # its result is dropped: not written, not counted in metrics, breaker or guard
+    assert late.outcomes == {} and late.finished_notifications == 0
     assert len(pipeline.fcm.delivered) == 2
 
     body = await pipeline.notification(notification["id"])
@@ -88,7 +89,8 @@ async def test_a_late_retry_does_not_reopen_a_finished_delivery(pipeline: Pipeli
     pipeline.clock.advance(seconds=pipeline.settings.delivery.lease_seconds + 1)
     assert (await pipeline.deliver(pipeline.new_worker("worker-b"))).outcomes == {Outcome.SENT: 1}
     retry = DeliveryReport(Outcome.RETRY, reason="ServiceUnavailable", status=503)
-    assert await worker_a.record_reports(claimed, [retry], pipeline.clock.now) == 0
+    recorded = await worker_a.record_reports(claimed, [retry], pipeline.clock.now)
+    assert (recorded.reports, recorded.finished) == ([], 0)
 
     body = await pipeline.notification(notification["id"])
     assert body["status"] == "sent"
