@@ -6,8 +6,8 @@ one per line, each with one JSON line:
 
 - ``stats``: requests answered, the peak number of requests in flight at once (over all
   connections, APNs and FCM separately) since the last ``reset``;
-- ``reset``: zero those counters and forget the recorded requests (so a soak does not grow the
-  simulator's memory);
+- ``reset``: the same answer as ``stats``, then zero the counters and forget the recorded
+  requests (so a soak does not grow the simulator's memory);
 - ``stop`` or end of input: exit.
 
 A separate process keeps the simulators' HTTP/2 and JSON work off the event loop (and the core)
@@ -102,7 +102,8 @@ def read_commands() -> asyncio.Queue[str]:
 
 async def serve(max_seconds: float) -> None:
     with tempfile.TemporaryDirectory(prefix="pushgate-bench-sims-") as folder:
-        async with CountingApnsSimulator() as apns, CountingFcmSimulator() as fcm:
+        apns, fcm = CountingApnsSimulator(), CountingFcmSimulator()
+        async with apns, fcm:
             sections: dict[str, Any] = {
                 "apns": apns.apns_config(APNS_TOPIC).model_dump(mode="json", exclude_none=True),
                 "fcm": fcm.fcm_config(Path(folder), FCM_PROJECT).model_dump(
@@ -120,9 +121,9 @@ async def serve(max_seconds: float) -> None:
                     break
                 if command in ("", "stop"):
                     break
+                print(json.dumps(stats(apns, fcm)), flush=True)
                 if command == "reset":
                     reset(apns, fcm)
-                print(json.dumps(stats(apns, fcm)), flush=True)
 
 
 def main() -> int:

@@ -1,0 +1,237 @@
+"""pushgate benchmarks: every figure against the ceiling of its own parts, in one command.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.run                     # about 6 minutes on 2 cores
+    .venv/bin/python -m bench.run --full              # the issue's sizes: 200,000-notification
+                                                      # wave, 10-minute soak (an hour or more)
+    .venv/bin/python -m bench.run --only ingest,policy
+
+Writes ``bench/results/report.json`` (every sample) and ``bench/results/report.md`` (the table).
+Each figure is the median of several runs, and each ratio is taken against a ceiling measured in
+the same run, interleaved, so a busy machine slows both alike:
+
+- ingest: ``POST /v1/notifications`` on ``pushgate serve --api-only`` (SQLite, PostgreSQL) vs a
+  bare aiohttp endpoint parsing the same JSON (:mod:`bench.ingest`);
+- delivery: queued → delivered at the simulator through the worker vs the raw client
+  (:mod:`bench.delivery`);
+- release wave: deferred notifications due as one zone's quiet hours end (:mod:`bench.wave`);
+- policy: one decision vs a bare ``astimezone`` (:mod:`bench.bench_policy`);
+- soak: steady load on the whole gateway, RSS and errors over time (:mod:`bench.soak`).
+
+PostgreSQL figures need the server at ``PUSHGATE_BENCH_POSTGRES_URL`` (default the local
+trust-auth ``postgres@127.0.0.1:5432/test``); without it they are left out, and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import bench_policy, delivery, ingest, soak
+from bench.stack import PYTHON, RESULTS, ROOT
+
+SECTIONS = ("ingest", "delivery", "wave", "policy", "soak")
+GOALS = {"ingest": 0.5, "delivery": 0.8, "policy": bench_policy.GOAL_RATIO, "soak": 0.10}
+
+
+def measure_policy(runs: int) -> dict[str, Any]:
+    bench_policy._check_cases()
+    samples = bench_policy._measure(runs, 0.2)
+    return {
+        "runs": runs,
+        "median_ns": {name: statistics.median(values) for name, values in samples.items()},
+        "ratio_to_floor": {
+            name: statistics.median(v / f for v, f in zip(values, samples["floor"], strict=True))
+            for name, values in samples.items()
+        },
+    }
+
+
+def measure_wave(count: int, database: str, folder: Path) -> dict[str, Any]:
+    """In a process of its own, so that its peak RSS is the wave's alone."""
+    out = folder / f"wave-{database}.json"
+    subprocess_args = [PYTHON, "-m", "bench.wave", "--count", str(count), "--database", database]
+    subprocess_args += ["--folder", str(folder), "--out", str(out)]
+    subprocess.run(subprocess_args, cwd=ROOT, check=True, timeout=4 * 3600)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "ingest" in report:
+        targets = report["ingest"]["targets"]
+        ceiling = targets["ceiling"]
+        for name in ("sqlite", "postgresql"):
+            if name not in targets:
+                continue
+            target = targets[name]
+            ok = target["ratio_to_ceiling"] >= GOALS["ingest"]
+            rows.append(
+                (
+                    f"Ingest, {name} (c={report['ingest']['concurrency']})",
+                    f"{target['requests_per_second']:.0f} req/s, p50 {target['p50_ms']:.0f} ms, "
+                    f"p99 {target['p99_ms']:.0f} ms",
+                    f"{ceiling['requests_per_second']:.0f} req/s, p50 {ceiling['p50_ms']:.0f} ms, "
+                    f"p99 {ceiling['p99_ms']:.0f} ms (bare aiohttp)",
+                    _ratio(target["ratio_to_ceiling"]),
+                    f"≥ 0.50 {'met' if ok else 'MISSED'}",
+                )
+            )
+    if "delivery" in report:
+        for database, providers in report["delivery"]["databases"].items():
+            for name, figures in providers.items():
+                raw = "raw aioapns" if name == "apns" else "raw send_each_async"
+                ok = figures["ratio_to_raw"] >= GOALS["delivery"]
+                rows.append(
+                    (
+                        f"Delivery {name.upper()}, {database}",
+                        f"{figures['pipeline_per_second']:.0f} delivered/s",
+                        f"{figures['raw_per_second']:.0f} sends/s ({raw})",
+                        _ratio(figures["ratio_to_raw"]),
+                        f"≥ 0.80 {'met' if ok else 'MISSED'}",
+                    )
+                )
+    if "wave" in report:
+        wave = report["wave"]
+        rows.append(
+            (
+                f"Release wave, {wave['count']:,} deferred, {wave['database']}",
+                f"drained in {wave['drain_seconds']:.1f} s ({wave['delivered_per_second']:.0f}/s),"
+                f" peak RSS {wave['peak_rss_mib']:.0f} MiB",
+                f"spread over {wave['spread_minutes']} min: "
+                f"{'held' if wave['spread_held'] else 'NOT held'}; in flight at simulator "
+                f"≤ {wave['peak_in_flight_at_simulator']} of {wave['concurrency_limit']}: "
+                f"{'held' if wave['concurrency_held'] else 'NOT held'}",
+                "",
+                "spread and limits hold",
+            )
+        )
+    if "policy" in report:
+        policy = report["policy"]
+        for case in ("send", "defer"):
+            ratio = policy["ratio_to_floor"][case]
+            rows.append(
+                (
+                    f"Policy decision, {case}",
+                    f"{policy['median_ns'][case] / 1000:.1f} µs",
+                    f"{policy['median_ns']['floor'] / 1000:.1f} µs (bare astimezone)",
+                    _ratio(ratio),
+                    f"≤ 5 {'met' if ratio <= GOALS['policy'] else 'MISSED'}",
+                )
+            )
+    if "soak" in report:
+        result = report["soak"]
+        growth = result["rss_growth"]
+        rows.append(
+            (
+                f"Soak, {result['seconds'] / 60:.1f} min at {result['rate_per_second']:.0f} req/s",
+                f"RSS {result['rss_after_warmup_mib']:.0f} → {result['rss_final_mib']:.0f} MiB "
+                f"({growth:+.1%}), {result['errors']} errors, "
+                f"{result['delivered']:,} of {result['accepted']:,} delivered",
+                "RSS after warm-up",
+                "",
+                f"growth < 10% {'met' if growth < GOALS['soak'] else 'MISSED'}, errors "
+                f"{'flat' if result['errors_flat'] else 'GROWING'}",
+            )
+        )
+    lines = [
+        f"Measured {report['measured_at']} on {report['machine']} "
+        f"({report['cpus']} CPUs, Python {report['python']}) with `{report['command']}` "
+        f"in {report['elapsed_seconds'] / 60:.1f} min.",
+        "",
+        "| measure | pushgate | ceiling (same run) | ratio | goal |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += ["", *[f"- {note}" for note in report.get("notes", [])]]
+    return "\n".join(lines) + "\n"
+
+
+async def measure_async(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    if "ingest" in args.only:
+        print("ingest ...", flush=True)
+        report["ingest"] = await ingest.measure(
+            runs=args.runs, seconds=3.0, concurrency=32, users=200, folder=folder
+        )
+    if "delivery" in args.only:
+        print("delivery ...", flush=True)
+        report["delivery"] = await delivery.measure(
+            runs=args.runs, count=args.delivery_count, folder=folder
+        )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="the issue's sizes (slow)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per figure")
+    parser.add_argument("--wave-count", type=int, help="deferred notifications in the wave")
+    parser.add_argument("--soak-minutes", type=float, help="length of the soak")
+    parser.add_argument("--soak-rate", type=float, default=20.0, help="soak requests per second")
+    parser.add_argument("--delivery-count", type=int, default=500, help="sends per delivery run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    args = parser.parse_args(argv)
+    args.only = set(args.only.split(","))
+    unknown = args.only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    wave_count = args.wave_count or (200_000 if args.full else 5_000)
+    soak_minutes = args.soak_minutes or (10.0 if args.full else 1.5)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "python": sys.version.split()[0],
+        "machine": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "notes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="pushgate-bench-") as name:
+        folder = Path(name)
+        report |= asyncio.run(measure_async(args, folder))
+        if "wave" in args.only:
+            print(f"release wave of {wave_count:,} ...", flush=True)
+            report["wave"] = measure_wave(wave_count, "sqlite", folder)
+        if "policy" in args.only:
+            print("policy ...", flush=True)
+            report["policy"] = measure_policy(7)
+        if "soak" in args.only:
+            print(f"soak for {soak_minutes} min ...", flush=True)
+            report["soak"] = asyncio.run(
+                soak.measure(seconds=soak_minutes * 60, rate=args.soak_rate, folder=folder)
+            )
+    report["elapsed_seconds"] = time.monotonic() - started
+    if "ingest" in report and "postgresql" not in report["ingest"]["targets"]:
+        report["notes"].append("PostgreSQL was not reachable: no PostgreSQL figures.")
+    (RESULTS / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    table = markdown(report)
+    (RESULTS / "report.md").write_text("# pushgate benchmarks\n\n" + table)
+    print(table)
+    print(f"wrote {RESULTS / 'report.json'} and {RESULTS / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
