@@ -27,6 +27,7 @@ from bench.stack import (
     LoadResult,
     ServerProcess,
     client_session,
+    cpu_seconds,
     free_port,
     median,
     percentile,
@@ -75,6 +76,10 @@ def summarise(samples: list[LoadResult], ceiling: list[LoadResult]) -> dict[str,
         "ratio_to_ceiling": median(
             [s.throughput / c.throughput for s, c in zip(samples, ceiling, strict=True)]
         ),
+        # the server's own CPU per request: where the time goes when the ratio is low
+        "server_cpu_ms_per_request": median(
+            [1000 * s.server_cpu_seconds / max(1, s.requests) for s in samples]
+        ),
         "errors": sum(s.errors for s in samples),
         "requests": sum(s.requests for s in samples),
         "runs_requests_per_second": [round(s.throughput, 1) for s in samples],
@@ -106,13 +111,16 @@ async def measure(
         async with client_session(concurrency) as session:
 
             async def load(name: str, length: float) -> LoadResult:
-                return await post_load(
+                cpu_before = cpu_seconds(targets[name].pid)
+                result = await post_load(
                     session,
                     targets[name].url + "/v1/notifications",
                     body,
                     concurrency=concurrency,
                     seconds=length,
                 )
+                result.server_cpu_seconds = cpu_seconds(targets[name].pid) - cpu_before
+                return result
 
             for name in targets:  # warm-up: connections, caches, the first JIT-free paths
                 await load(name, 1.0)
@@ -132,8 +140,9 @@ async def measure(
 
 async def smoke(url: str) -> None:
     """One request, to fail fast with the server's answer when something is misconfigured."""
-    async with client_session(1) as session, session.post(
-        f"{url}/v1/notifications", json=notification_body(1)(0)
-    ) as response:
+    async with (
+        client_session(1) as session,
+        session.post(f"{url}/v1/notifications", json=notification_body(1)(0)) as response,
+    ):
         if response.status != 202:
             raise aiohttp.ClientError(f"{response.status}: {await response.text()}")

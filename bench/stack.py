@@ -67,6 +67,12 @@ def rss_mib(pid: int | None = None) -> float:
     return int(kib) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set (Linux reports ``ru_maxrss`` in KiB)."""
     import resource  # noqa: PLC0415  (POSIX only; the benchmarks run on Linux)
@@ -306,6 +312,7 @@ class LoadResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    server_cpu_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
