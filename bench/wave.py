@@ -158,9 +158,7 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
             )
         await engine.dispose()
 
-    offsets = Counter(
-        int((deliver_at[user] - quiet_end).total_seconds() // 60) for user in users
-    )
+    offsets = Counter(int((deliver_at[user] - quiet_end).total_seconds() // 60) for user in users)
     # Released on time: by each minute exactly those whose deliver_at had come, none before.
     due = sorted(deliver_at.values())
     on_time = all(
