@@ -367,26 +367,27 @@ class DeliveryWorker:
         async with transaction(self.sessions) as session:
             # Notifications first, then deliveries: the order cancel_notification locks them in
             await lock_notifications(session, {item.notification.id for item in items})
+            ours = await self._still_ours(session, [item.delivery_id for item in items])
+            updates: list[dict[str, object]] = []
             for item, report in zip(items, reports, strict=True):
-                values = self._delivery_update(item, report, now)
-                updated = await session.execute(
-                    sa.update(Delivery)
-                    .where(
-                        col(Delivery.id) == item.delivery_id,
-                        col(Delivery.lease_owner) == self.owner,
-                        col(Delivery.status) == DeliveryStatus.PENDING,
-                    )
-                    .values(**values, lease_owner=None, lease_until=None, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                if not updated.rowcount:  # type: ignore[attr-defined]
-                    # our lease ran out and another worker took over: its result counts
+                if item.delivery_id not in ours:
+                    # our lease ran out and another worker took over, or it was cancelled
                     log.warning(
                         "delivery %s is no longer ours (lease lost or cancelled); "
                         "dropping this result",
                         item.delivery_id,
                     )
                     continue
+                values = self._delivery_update(item, report, now)
+                updates.append(
+                    {
+                        "id": item.delivery_id,
+                        **values,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "updated_at": now,
+                    }
+                )
                 recorded.append(report)
                 if self.guard is not None:
                     self.guard.record(item.app, report, now)
@@ -406,8 +407,22 @@ class DeliveryWorker:
                         ).inc()
                 if values["status"] != DeliveryStatus.PENDING:
                     touched.add(item.notification.id)
+            if updates:
+                # one executemany by primary key instead of a statement per delivery
+                await session.execute(sa.update(Delivery), updates)
             finished = await finish_notifications(session, touched, now=now)
         return Recorded(recorded, finished)
+
+    async def _still_ours(self, session: AsyncSession, ids: list[str]) -> set[str]:
+        """The deliveries among ``ids`` this worker still holds, locked until the commit."""
+        query = select(Delivery.id).where(
+            col(Delivery.id).in_(ids),
+            col(Delivery.lease_owner) == self.owner,
+            col(Delivery.status) == DeliveryStatus.PENDING,
+        )
+        if self.use_skip_locked:  # PostgreSQL; SQLite has one writer and no FOR UPDATE
+            query = query.with_for_update()
+        return set((await session.execute(query)).scalars())
 
     def _delivery_update(
         self, item: ClaimedDelivery, report: DeliveryReport, now: datetime

@@ -141,23 +141,24 @@ async def snapshot_users(
         await session.execute(select(Preference).where(col(Preference.user_id).in_(users)))
     ).scalars()
     recent_counts: dict[str, dict[Tier, int]] = {user_id: {} for user_id in users}
+    windows = []
     for tier in Tier:
         since = cap_window_start(now, tier, policy)
         if since is None:
             continue
         for counts in recent_counts.values():
             counts[tier] = 0
-        rows = await session.execute(
-            sa.select(col(Notification.user_id), sa.func.count())
-            .where(
-                col(Notification.user_id).in_(users),
-                col(Notification.tier) == tier,
-                col(Notification.counted_at) >= since,
-            )
-            .group_by(col(Notification.user_id))
+        windows.append(
+            sa.and_(col(Notification.tier) == tier, col(Notification.counted_at) >= since)
         )
-        for user_id, count in rows.all():
-            recent_counts[user_id][tier] = count
+    if windows:  # every capped tier, each in its own window, in one query
+        rows = await session.execute(
+            sa.select(col(Notification.user_id), col(Notification.tier), sa.func.count())
+            .where(col(Notification.user_id).in_(users), sa.or_(*windows))
+            .group_by(col(Notification.user_id), col(Notification.tier))
+        )
+        for user_id, tier_name, count in rows.all():
+            recent_counts[user_id][Tier(tier_name)] = count
     return UsersSnapshot(
         preferences={preference.user_id: preference for preference in preferences},
         devices=await devices_of_users(session, users),
