@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 
 from gateway.api.app import CLOCK, SESSIONS, SETTINGS
 from gateway.api.routing import Route, json_response, parse_model, read_json
@@ -46,6 +49,20 @@ async def _update(request: web.Request, *, replace: bool) -> web.Response:
     update = parse_model(PreferencesUpdate, await read_json(request))
     fields = set(PreferencesUpdate.model_fields) if replace else update.model_fields_set
     now = request.app[CLOCK]()
+    try:
+        return await _write(request, user_id, update, fields, now)
+    except IntegrityError:
+        # a concurrent first write for this user created the row: apply ours on top of it
+        return await _write(request, user_id, update, fields, now)
+
+
+async def _write(
+    request: web.Request,
+    user_id: str,
+    update: PreferencesUpdate,
+    fields: set[str],
+    now: datetime,
+) -> web.Response:
     async with transaction(request.app[SESSIONS]) as session:
         row = await session.get(Preference, user_id, with_for_update=True)
         if row is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.api.conftest import Client
 
 
@@ -50,3 +52,15 @@ async def test_put_replaces_and_patch_merges(client: Client) -> None:
         await client.patch("/v1/users/u1/preferences", json={"quiet_hours": None})
     ).json()
     assert reset["effective_quiet_hours"] == {"start": "22:00", "end": "08:00"}
+
+
+async def test_concurrent_first_writes_for_a_new_user_all_succeed(client: Client) -> None:
+    responses = await asyncio.gather(
+        *(
+            client.patch("/v1/users/new-user/preferences", json={"promotional": True})
+            for _ in range(4)
+        )
+    )
+    assert [response.status for response in responses] == [200] * 4
+    body = await (await client.get("/v1/users/new-user/preferences")).json()
+    assert body["promotional"] is True
