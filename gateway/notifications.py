@@ -248,6 +248,17 @@ async def supersede_deferred(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def lock_user(session: AsyncSession, user_id: str) -> None:
+    """Serialise acceptances for one user until the transaction ends, so two concurrent
+    requests cannot both count themselves under the frequency cap. PostgreSQL only: SQLite
+    already runs one write transaction at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:user_id, 7210431))"),
+            {"user_id": user_id},
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     notification: Notification
@@ -290,6 +301,7 @@ async def accept_notification(
     app_config = settings.app(app)
     assert app_config is not None  # resolve_app checked it
     check_payload(request, app=app_config, tier=tier, expires_at=expires_at)
+    await lock_user(session, request.user_id)
     snapshot = await snapshot_users(session, [request.user_id], now=now, policy=policy)
     facts, devices = snapshot.facts(request.user_id, app)
     decision = decide(now, tier, expires_at, facts, policy)

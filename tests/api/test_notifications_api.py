@@ -325,3 +325,19 @@ async def test_expires_at_sets_expiry(client: Client, clock: FakeClock) -> None:
         )
     ).json()
     assert datetime.fromisoformat(body["expires_at"]) == clock.now + timedelta(hours=2)
+
+
+async def test_concurrent_sends_respect_the_frequency_cap(client: Client) -> None:
+    await register(client)
+    await client.put("/v1/users/u1/preferences", json={"promotional": True})
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/notifications",
+                json={"user_id": "u1", "app": "demo", "tier": "promotional", "body": str(i)},
+            )
+            for i in range(6)
+        )
+    )
+    statuses = sorted([(await response.json())["status"] for response in responses])
+    assert statuses == ["dropped"] * 4 + ["queued"] * 2  # the cap is 2 a day
