@@ -35,7 +35,8 @@ from gateway.providers.base import Platform, Provider, PushMessage
 from policies import DropReason
 from policies.tiers import Tier
 from tokens.feedback import InvalidationGuard, TokenOutcome, apply_report
-from tokens.models import Device
+from tokens.models import Device, DeviceStatus
+from tokens.registry import is_deliverable
 from tokens.reports import DeliveryReport, Outcome
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,27 @@ class RoundResult:
     outcomes: dict[Outcome, int] = field(default_factory=lambda: defaultdict(int))
     waiting_on_breaker: int = 0
     finished_notifications: int = 0
+
+
+def unsendable_report(item: ClaimedDelivery, now: datetime) -> DeliveryReport | None:
+    """Why a claimed delivery must not go out at all, as a ``FAILED`` report; ``None`` to send.
+
+    A delivery can wait a long time (retries, an open breaker, an outage) while the world
+    moves: it never goes out late, and never to a device that has since been invalidated by
+    another send's feedback, gone stale, or denied permission.
+    """
+    if item.notification.expires_at <= now:
+        return DeliveryReport(Outcome.FAILED, reason=EXPIRED)
+    device = item.device
+    if is_deliverable(device, item.app):
+        return None
+    if device.status == DeviceStatus.INVALID:
+        reason = f"device_invalid: {device.invalid_reason or 'unknown'}"
+    elif device.status == DeviceStatus.STALE:
+        reason = "device_stale"
+    else:
+        reason = "permission_denied"
+    return DeliveryReport(Outcome.FAILED, reason=reason[:256])
 
 
 def push_message(notification: Notification, device: Device) -> PushMessage:
@@ -195,13 +217,13 @@ class DeliveryWorker:
         now = self.clock()
         claimed = await self.claim(now)
         result = RoundResult(claimed=len(claimed))
-        expired = [item for item in claimed if item.notification.expires_at <= now]
-        if expired:
-            # waited past its expiry (breaker open, long outage): never send it late
-            reports = [DeliveryReport(Outcome.FAILED, reason=EXPIRED)] * len(expired)
-            recorded = await self.record_reports(expired, reports, now)
+        settled = [(item, unsendable_report(item, now)) for item in claimed]
+        unsendable = [(item, report) for item, report in settled if report is not None]
+        if unsendable:
+            items, reports = map(list, zip(*unsendable, strict=True))
+            recorded = await self.record_reports(items, reports, now, sent=False)
             result.finished_notifications += recorded.finished
-            claimed = [item for item in claimed if item.notification.expires_at > now]
+            claimed = [item for item, report in settled if report is None]
         groups: dict[tuple[str, str], list[ClaimedDelivery]] = defaultdict(list)
         for item in claimed:
             groups[(item.app, item.device.platform)].append(item)
@@ -358,10 +380,17 @@ class DeliveryWorker:
     # -- recording -----------------------------------------------------------------------------
 
     async def record_reports(
-        self, items: list[ClaimedDelivery], reports: list[DeliveryReport], now: datetime
+        self,
+        items: list[ClaimedDelivery],
+        reports: list[DeliveryReport],
+        now: datetime,
+        *,
+        sent: bool = True,
     ) -> Recorded:
         """Write each report to its delivery (only while this worker still holds the lease),
-        apply token outcomes, and finish notifications whose deliveries are all done."""
+        apply token outcomes, and finish notifications whose deliveries are all done.
+        ``sent=False`` marks reports made without asking a provider, which the
+        mass-invalidation guard must not count as sends."""
         touched: set[str] = set()
         recorded: list[DeliveryReport] = []
         async with transaction(self.sessions) as session:
@@ -389,7 +418,7 @@ class DeliveryWorker:
                     }
                 )
                 recorded.append(report)
-                if self.guard is not None:
+                if sent and self.guard is not None:
                     self.guard.record(item.app, report, now)
                 if report.outcome is Outcome.TOKEN_DEAD:
                     provider = PROVIDER_NAMES.get(item.device.platform, item.device.platform)

@@ -15,6 +15,7 @@ from gateway.providers.base import Platform, Provider, PushMessage
 from gateway.simulators.apns import ApnsReply
 from gateway.simulators.fcm import Fault
 from tests.pipeline.conftest import Pipeline, StartPipeline
+from tokens.feedback import TokenOutcome, apply_report
 from tokens.reports import DeliveryReport, Outcome
 
 
@@ -186,3 +187,42 @@ async def test_every_notification_finishes_when_its_devices_finish_together(
         assert result.outcomes == {Outcome.SENT: 2 * len(users)}
         statuses = [(await pipeline.notification(n["id"]))["status"] for n in sent]
         assert statuses == ["sent"] * len(users)
+
+
+async def test_a_waiting_delivery_is_not_sent_to_a_token_invalidated_meanwhile(
+    pipeline: Pipeline,
+) -> None:
+    """Another send's feedback killed the token while this delivery waited: it is not sent."""
+    device = await pipeline.register()
+    notification = await pipeline.send(tier="transactional")
+    async with pipeline.sessions() as session, session.begin():
+        outcome = await apply_report(
+            session,
+            device["id"],
+            DeliveryReport(Outcome.TOKEN_DEAD, reason="BadDeviceToken", status=400),
+            now=pipeline.clock.now,
+            actor="apns:400 BadDeviceToken",
+        )
+    assert outcome is TokenOutcome.INVALIDATED
+
+    await pipeline.deliver()
+
+    assert pipeline.apns.requests == []
+    body = await pipeline.notification(notification["id"])
+    assert body["status"] == "failed"
+    [delivery] = body["deliveries"]
+    assert (delivery["status"], delivery["error"]) == ("failed", "device_invalid: BadDeviceToken")
+
+
+async def test_a_waiting_delivery_is_not_sent_once_permission_is_denied(
+    pipeline: Pipeline,
+) -> None:
+    device = await pipeline.register()
+    notification = await pipeline.send(tier="transactional")
+    await pipeline.register(token=device["token"], permission="denied")  # the next app launch
+
+    await pipeline.deliver()
+
+    assert pipeline.apns.requests == []
+    [delivery] = (await pipeline.notification(notification["id"]))["deliveries"]
+    assert (delivery["status"], delivery["error"]) == ("failed", "permission_denied")
