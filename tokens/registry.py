@@ -349,11 +349,6 @@ async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> 
     return [device for device in devices if is_deliverable(device, app)]
 
 
-async def latest_device_timezone(session: AsyncSession, user_id: str) -> str | None:
-    """The time zone reported by the user's most recently seen device that reported one."""
-    return latest_timezone((await devices_of_users(session, [user_id]))[user_id])
-
-
 async def token_stats(session: AsyncSession) -> list[TokenCount]:
     """How many devices there are per app, platform and status, in that order."""
     result = await session.execute(

@@ -186,14 +186,11 @@ def tokens_cleanup(
             )
         async with sessions() as session:
             total = (await count_stale_candidates(session, cutoffs=cutoffs, app=app_id)).total()
-        with _progress() as progress:
-            task = progress.add_task("marking stale", total=total)
-
-            def advance(batch: Counter[tuple[str, str]]) -> None:
-                done.update(batch)
-                progress.advance(task, batch.total())
-
-            return await mark_stale_devices(
+        return await _with_progress(
+            "marking stale",
+            total,
+            done,
+            lambda advance: mark_stale_devices(
                 sessions,
                 now=now,
                 cutoffs=cutoffs,
@@ -201,7 +198,8 @@ def tokens_cleanup(
                 app=app_id,
                 batch_size=batch_size,
                 on_batch=advance,
-            )
+            ),
+        )
 
     _finish(
         settings,
@@ -247,21 +245,19 @@ def tokens_purge(
             )
         async with sessions() as session:
             total = (await count_purge_candidates(session, invalidated_before=before)).total()
-        with _progress() as progress:
-            task = progress.add_task("purging", total=total)
-
-            def advance(batch: Counter[tuple[str, str]]) -> None:
-                done.update(batch)
-                progress.advance(task, batch.total())
-
-            return await purge_invalid_devices(
+        return await _with_progress(
+            "purging",
+            total,
+            done,
+            lambda advance: purge_invalid_devices(
                 sessions,
                 now=now,
                 invalidated_before=before,
                 actor=_actor("tokens purge"),
                 batch_size=batch_size,
                 on_batch=advance,
-            )
+            ),
+        )
 
     _finish(
         settings,
@@ -271,6 +267,24 @@ def tokens_purge(
         verb="would delete" if dry_run else "deleted",
         what="invalid",
     )
+
+
+async def _with_progress(
+    description: str,
+    total: int,
+    done: Counter[tuple[str, str]],
+    run: Callable[[Callable[[Counter[tuple[str, str]]], None]], Awaitable[CleanupResult]],
+) -> CleanupResult:
+    """Run a batched job with a progress bar; ``done`` keeps what committed batches did, for
+    the summary of an interrupted or failed run."""
+    with _progress() as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(batch: Counter[tuple[str, str]]) -> None:
+            done.update(batch)
+            progress.advance(task, batch.total())
+
+        return await run(advance)
 
 
 def _finish(
