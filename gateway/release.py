@@ -30,9 +30,13 @@ from policies.tiers import Tier
 log = logging.getLogger(__name__)
 
 
+RELEASE_RETRY_DELAY = timedelta(minutes=5)
+
+
 @dataclass
 class ReleaseResult:
     queued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # errors: left deferred, retried later
     deferred_again: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -68,9 +72,26 @@ async def release_due_notifications(
             session, {notification.user_id for notification in due}, now=now, policy=policy
         )
         for notification in due:
-            await release_one(
-                session, notification, snapshot, now=now, policy=policy, result=result
-            )
+            try:
+                async with session.begin_nested():
+                    await release_one(
+                        session, notification, snapshot, now=now, policy=policy, result=result
+                    )
+            except Exception:
+                # One row that cannot be decided must not hold back the rest of the batch (it
+                # would roll back every tick): it stays deferred, retried later, and says why.
+                log.exception(
+                    "could not release notification %s; retrying it in %s",
+                    notification.id,
+                    RELEASE_RETRY_DELAY,
+                )
+                await session.execute(
+                    sa.update(Notification)
+                    .where(col(Notification.id) == notification.id)
+                    .values(deliver_at=now + RELEASE_RETRY_DELAY, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                result.failed.append(notification.id)
     if result.released:
         log.info(
             "released %d deferred notifications: %d queued, %d deferred again, dropped %s",

@@ -7,6 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import col
+
+from gateway.models import Notification
+from gateway.release import RELEASE_RETRY_DELAY
 from tests.pipeline.conftest import TOKYO, Pipeline
 
 
@@ -202,3 +207,25 @@ async def test_cancel_deferred_and_queued(pipeline: Pipeline) -> None:
         0,
     )
     assert (await pipeline.notification(deferred["id"]))["status"] == "cancelled"
+
+
+async def test_a_notification_that_cannot_be_released_does_not_hold_back_the_rest(
+    pipeline: Pipeline,
+) -> None:
+    await pipeline.register(timezone=TOKYO)
+    broken = await deferred_for_tokyo_user(pipeline, tier="behavioral", body="broken")
+    fine = await deferred_for_tokyo_user(pipeline, tier="behavioral", body="fine")
+    async with pipeline.sessions() as session, session.begin():
+        # a row no code path writes: its tier is unknown, so deciding it raises
+        await session.execute(
+            sa.update(Notification).where(col(Notification.id) == broken["id"]).values(tier="bogus")
+        )
+    pipeline.clock.now = max(instant(broken["deliver_at"]), instant(fine["deliver_at"]))
+
+    assert await pipeline.release_and_deliver() == 1
+
+    assert (await pipeline.notification(fine["id"]))["status"] == "sent"
+    async with pipeline.sessions() as session:
+        row = await session.get(Notification, broken["id"])
+    assert row is not None and row.status == "deferred"
+    assert row.deliver_at == pipeline.clock.now + RELEASE_RETRY_DELAY  # retried later
