@@ -35,7 +35,7 @@ def check_key(key: str) -> str:
     return key
 
 
-def _replay(record: IdempotencyRecord, fingerprint: str) -> tuple[int, dict[str, Any]]:
+def replay(record: IdempotencyRecord, fingerprint: str) -> tuple[int, dict[str, Any]]:
     if record.request_sha256 != fingerprint:
         raise Conflict(
             f"Idempotency-Key {record.key!r} was already used with a different request",
@@ -67,7 +67,7 @@ async def run_idempotent(
         async with transaction(sessions) as session:
             record = await session.get(IdempotencyRecord, (api_key, key))
             if record is not None and record.created_at > now - retention:
-                status, body = _replay(record, fingerprint)
+                status, body = replay(record, fingerprint)
                 return status, body, True
             if record is not None:
                 await session.delete(record)
@@ -90,7 +90,7 @@ async def run_idempotent(
             record = await session.get(IdempotencyRecord, (api_key, key))
         if record is None:
             raise
-        status, body = _replay(record, fingerprint)
+        status, body = replay(record, fingerprint)
         return status, body, True
 
 

@@ -176,6 +176,24 @@ def format_hhmm(value: time) -> str:
     return value.strftime("%H:%M")
 
 
+def new_deliveries(
+    notification: Notification, devices: Sequence[Device], *, now: datetime
+) -> list[Delivery]:
+    """One pending delivery per device: what the delivery worker picks up."""
+    return [
+        Delivery(
+            notification_id=notification.id,
+            device_id=device.id,
+            platform=device.platform,
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        for device in devices
+    ]
+
+
 async def apply_decision(
     session: AsyncSession,
     notification: Notification,
@@ -185,7 +203,7 @@ async def apply_decision(
     now: datetime,
 ) -> None:
     """Record the policy's decision on the notification; a send creates one pending delivery per
-    device, which is what the delivery worker picks up."""
+    device in ``devices``."""
     notification.updated_at = now
     match decision:
         case Send():
@@ -194,20 +212,9 @@ async def apply_decision(
             notification.deliver_at = now
             notification.counted_at = now
             session.add(notification)
-            if sa.inspect(notification).pending:
+            if devices and sa.inspect(notification).pending:
                 await session.flush()  # a new row must exist before its deliveries reference it
-            for device in devices:
-                session.add(
-                    Delivery(
-                        notification_id=notification.id,
-                        device_id=device.id,
-                        platform=device.platform,
-                        status=DeliveryStatus.PENDING,
-                        next_attempt_at=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+            session.add_all(new_deliveries(notification, devices, now=now))
         case Defer(until=until, reason=reason):
             notification.status = NotificationStatus.DEFERRED
             notification.reason = str(reason)
@@ -248,34 +255,44 @@ async def supersede_deferred(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def lock_user(session: AsyncSession, user_id: str) -> None:
-    """Serialise acceptances for one user until the transaction ends, so two concurrent
-    requests cannot both count themselves under the frequency cap. PostgreSQL only: SQLite
-    already runs one write transaction at a time."""
-    if session.get_bind().dialect.name == "postgresql":
+async def lock_users(session: AsyncSession, user_ids: Collection[str]) -> None:
+    """Serialise acceptances for these users until the transaction ends, so two concurrent
+    requests cannot both count themselves under the frequency cap. The locks are taken in one
+    statement, in sorted order, so two transactions locking overlapping sets cannot deadlock.
+    PostgreSQL only: SQLite already runs one write transaction at a time."""
+    if user_ids and session.get_bind().dialect.name == "postgresql":
         await session.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:user_id, 7210431))"),
-            {"user_id": user_id},
+            sa.text(
+                "SELECT pg_advisory_xact_lock(hashtextextended(u, 7210431)) "
+                "FROM (SELECT DISTINCT u FROM unnest(CAST(:ids AS text[])) AS u ORDER BY u) AS s"
+            ),
+            {"ids": sorted(set(user_ids))},
         )
 
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
-    notification: Notification
-    superseded: int
+class Prepared:
+    """A notification request that passed every check that needs no database: who sends it,
+    for which app and tier, and until when it may be delivered."""
+
+    request: NotificationRequest
+    caller: ApiKeyConfig
+    app: str
+    tier: Tier
+    classified_by: str
+    expires_at: datetime
 
 
-async def accept_notification(
-    session: AsyncSession,
+def prepare_notification(
     request: NotificationRequest,
     *,
     caller: ApiKeyConfig,
     settings: Settings,
     policy: PolicySettings,
     now: datetime,
-) -> Accepted:
-    """Classify, authorise, decide and store one notification. Raises :class:`GatewayError`
-    subclasses for requests that must be refused (nothing is stored then)."""
+) -> Prepared:
+    """Classify and authorise one request and resolve its expiry. Raises
+    :class:`GatewayError` subclasses for requests that must be refused."""
     app = resolve_app(settings, request.app, caller)
     try:
         classification = classify(request.category, request.tier, policy)
@@ -301,43 +318,90 @@ async def accept_notification(
     app_config = settings.app(app)
     assert app_config is not None  # resolve_app checked it
     check_payload(request, app=app_config, tier=tier, expires_at=expires_at)
-    await lock_user(session, request.user_id)
-    snapshot = await snapshot_users(session, [request.user_id], now=now, policy=policy)
-    facts, devices = snapshot.facts(request.user_id, app)
-    decision = decide(now, tier, expires_at, facts, policy)
-    notification = Notification(
-        user_id=request.user_id,
+    return Prepared(
+        request=request,
+        caller=caller,
         app=app,
         tier=tier,
-        category=request.category,
         classified_by=classification.classified_by,
-        status=NotificationStatus.QUEUED,
-        title=request.title,
-        body=request.body,
-        data=request.data,
-        collapse_key=request.collapse_key,
-        badge=request.badge,
-        sound=request.sound,
-        thread_id=request.thread_id,
-        sender=caller.name,
         expires_at=expires_at,
-        created_at=now,
-        updated_at=now,
     )
-    superseded = 0
-    if isinstance(decision, Send | Defer):
-        superseded = await supersede_deferred(session, notification, now=now)
-    await apply_decision(session, notification, decision, devices, now=now)
-    log.info(
-        "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
-        notification.id,
-        notification.user_id,
-        tier,
-        notification.status,
-        notification.reason,
-        caller.name,
+
+
+async def store_notifications(
+    session: AsyncSession, batch: Sequence[Prepared], *, policy: PolicySettings, now: datetime
+) -> list[Notification]:
+    """Decide and store prepared notifications, in order, in the caller's transaction.
+
+    One snapshot of the users serves the whole batch, and each one queued counts against its
+    user's cap before the next is decided, so a batch decides exactly as the same requests
+    one after another would.
+    """
+    users = [prepared.request.user_id for prepared in batch]
+    await lock_users(session, users)
+    snapshot = await snapshot_users(session, set(users), now=now, policy=policy)
+    stored: list[tuple[Notification, Decision, list[Device]]] = []
+    for prepared in batch:
+        request = prepared.request
+        facts, devices = snapshot.facts(request.user_id, prepared.app)
+        decision = decide(now, prepared.tier, prepared.expires_at, facts, policy)
+        notification = Notification(
+            user_id=request.user_id,
+            app=prepared.app,
+            tier=prepared.tier,
+            category=request.category,
+            classified_by=prepared.classified_by,
+            status=NotificationStatus.QUEUED,
+            title=request.title,
+            body=request.body,
+            data=request.data,
+            collapse_key=request.collapse_key,
+            badge=request.badge,
+            sound=request.sound,
+            thread_id=request.thread_id,
+            sender=prepared.caller.name,
+            expires_at=prepared.expires_at,
+            created_at=now,
+            updated_at=now,
+        )
+        if isinstance(decision, Send | Defer):
+            await supersede_deferred(session, notification, now=now)
+        if isinstance(decision, Send):
+            snapshot.count_queued(request.user_id, prepared.tier)
+        await apply_decision(session, notification, decision, (), now=now)
+        stored.append((notification, decision, devices))
+    await session.flush()  # the notifications exist before their deliveries reference them
+    for notification, decision, devices in stored:
+        if isinstance(decision, Send):
+            session.add_all(new_deliveries(notification, devices, now=now))
+        log.info(
+            "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
+            notification.id,
+            notification.user_id,
+            notification.tier,
+            notification.status,
+            notification.reason,
+            notification.sender,
+        )
+    return [notification for notification, _, _ in stored]
+
+
+async def accept_notification(
+    session: AsyncSession,
+    request: NotificationRequest,
+    *,
+    caller: ApiKeyConfig,
+    settings: Settings,
+    policy: PolicySettings,
+    now: datetime,
+) -> Notification:
+    """Classify, authorise, decide and store one notification. Raises :class:`GatewayError`
+    subclasses for requests that must be refused (nothing is stored then)."""
+    prepared = prepare_notification(
+        request, caller=caller, settings=settings, policy=policy, now=now
     )
-    return Accepted(notification, superseded)
+    (notification,) = await store_notifications(session, [prepared], policy=policy, now=now)
+    return notification
 
 
 async def get_notification(session: AsyncSession, notification_id: str) -> Notification:

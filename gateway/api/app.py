@@ -7,7 +7,8 @@ and the database engine as a cleanup context. Tests pass their own ``engine`` an
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,6 +20,9 @@ from gateway.config import ApiKeyConfig, Settings
 from gateway.db import create_engine, session_factory
 from gateway.metrics import Metrics
 from policies import PolicySettings
+
+if TYPE_CHECKING:
+    from gateway.intake import Intake
 
 Clock = Callable[[], datetime]
 Dispatch = Callable[[Sequence[str]], None]
@@ -40,6 +44,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 POLICY = web.AppKey("policy", PolicySettings)
 DISPATCH: web.AppKey[Dispatch] = web.AppKey("dispatch")
+INTAKE: web.AppKey[Intake] = web.AppKey("intake")
 CALLER = web.RequestKey("caller", ApiKeyConfig)  # the authenticated key of a request
 
 
@@ -70,6 +75,7 @@ def init_app(
 ) -> web.Application:
     """Build the HTTP application. Without ``engine``, one is made from the configuration and
     disposed of on shutdown."""
+    from gateway.intake import Intake  # noqa: PLC0415
     from gateway.notifications import build_policy_settings  # noqa: PLC0415
 
     metrics = metrics or Metrics()
@@ -88,7 +94,15 @@ def init_app(
         owned = engine is None
         app[ENGINE] = engine or create_engine(settings.database)
         app[SESSIONS] = session_factory(app[ENGINE])
+        app[INTAKE] = Intake(
+            app[SESSIONS],
+            policy=app[POLICY],
+            clock=clock,
+            retention=timedelta(hours=settings.retention.idempotency_hours),
+        )
+        app[INTAKE].start()
         yield
+        await app[INTAKE].close()
         if owned:
             await app[ENGINE].dispose()
 

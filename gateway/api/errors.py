@@ -121,6 +121,12 @@ class Conflict(GatewayError):
         self.code = code
 
 
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
 def problem_response(error: GatewayError, *, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=error.status,

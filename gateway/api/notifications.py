@@ -9,7 +9,16 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api.app import CLOCK, DISPATCH, METRICS, POLICY, SESSIONS, SETTINGS, caller
+from gateway.api.app import (
+    CLOCK,
+    DISPATCH,
+    INTAKE,
+    METRICS,
+    POLICY,
+    SESSIONS,
+    SETTINGS,
+    caller,
+)
 from gateway.api.errors import GatewayError, NotFound, ValidationFailed
 from gateway.api.routing import Route, json_response, parse_model, read_json
 from gateway.api.schemas import (
@@ -22,24 +31,23 @@ from gateway.api.schemas import (
 )
 from gateway.db import transaction
 from gateway.idempotency import Produce, check_key, request_fingerprint, run_idempotent
+from gateway.intake import IdempotencyClaim, notification_out
 from gateway.models import Notification, NotificationStatus
 from gateway.notifications import (
     accept_notification,
     cancel_notification,
     deliveries_of,
     get_notification,
+    lock_users,
+    prepare_notification,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def notification_out(notification: Notification) -> dict[str, Any]:
-    return NotificationOut.model_validate(notification).model_dump(mode="json")
-
-
 async def _accept_one(request: web.Request, session: AsyncSession, payload: Any) -> Notification:
     body = parse_model(NotificationRequest, payload)
-    accepted = await accept_notification(
+    notification = await accept_notification(
         session,
         body,
         caller=caller(request),
@@ -47,11 +55,21 @@ async def _accept_one(request: web.Request, session: AsyncSession, payload: Any)
         policy=request.app[POLICY],
         now=request.app[CLOCK](),
     )
-    notification = accepted.notification
+    _count_accepted(request, notification)
+    return notification
+
+
+def _count_accepted(request: web.Request, notification: Notification) -> None:
     request.app[METRICS].notifications_accepted.labels(
         notification.tier, notification.status, notification.reason or ""
     ).inc()
-    return notification
+
+
+def _refuse_with(error: GatewayError) -> Produce:
+    async def refuse(_session: AsyncSession) -> tuple[int, dict[str, Any]]:
+        raise error
+
+    return refuse
 
 
 def _queued_ids(bodies: Sequence[dict[str, Any]]) -> list[str]:
@@ -84,12 +102,32 @@ async def respond_idempotently(
 
 async def send_notification(request: web.Request) -> web.Response:
     payload = await read_json(request)
-
-    async def produce(session: AsyncSession) -> tuple[int, dict[str, Any]]:
-        notification = await _accept_one(request, session, payload)
-        return 202, notification_out(notification)
-
-    return await respond_idempotently(request, payload, produce, lambda body: _queued_ids([body]))
+    key_header = request.headers.get(IDEMPOTENCY_HEADER)
+    key = check_key(key_header) if key_header is not None else None
+    try:
+        prepared = prepare_notification(
+            parse_model(NotificationRequest, payload),
+            caller=caller(request),
+            settings=request.app[SETTINGS],
+            policy=request.app[POLICY],
+            now=request.app[CLOCK](),
+        )
+    except GatewayError as error:
+        if key is None:
+            raise
+        # A retry refused now (its expiry passed, say) still gets the answer on record.
+        return await respond_idempotently(request, payload, _refuse_with(error), lambda _: [])
+    claim = None
+    if key is not None:
+        fingerprint = request_fingerprint(request.method, request.path, payload)
+        claim = IdempotencyClaim(caller(request).name, key, fingerprint)
+    answer = await request.app[INTAKE].submit(prepared, claim)
+    if answer.notification is not None:
+        _count_accepted(request, answer.notification)
+    if not answer.replayed:
+        request.app[DISPATCH](_queued_ids([answer.body]))
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return web.json_response(answer.body, status=answer.status, headers=headers)
 
 
 async def send_batch(request: web.Request) -> web.Response:
@@ -104,6 +142,9 @@ async def send_batch(request: web.Request) -> web.Response:
     batch = parse_model(BatchRequest, payload)
 
     async def produce(session: AsyncSession) -> tuple[int, dict[str, Any]]:
+        # lock every user of the batch up front, in the one order all acceptances use
+        user_ids = [item.get("user_id") for item in batch.notifications]
+        await lock_users(session, [user_id for user_id in user_ids if isinstance(user_id, str)])
         results: list[dict[str, Any]] = []
         for index, item in enumerate(batch.notifications):
             try:

@@ -1,0 +1,175 @@
+"""Group commit at ``POST /v1/notifications``: requests that arrive together share one
+transaction, yet each gets its own answer, its own idempotency and its own failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from gateway import intake as intake_module
+from gateway.api.app import INTAKE, POLICY, SETTINGS
+from gateway.api.errors import Conflict, ServiceUnavailable
+from gateway.api.schemas import NotificationRequest
+from gateway.db import session_factory
+from gateway.intake import Answer, IdempotencyClaim, Intake
+from gateway.models import Delivery, Notification
+from gateway.notifications import Prepared, prepare_notification
+from tests.api.conftest import Client, FakeClock, register
+
+pytestmark = pytest.mark.asyncio
+
+
+def prepared(client: Client, clock: FakeClock, **fields: Any) -> Prepared:
+    app = client.app
+    body = {"user_id": "u1", "app": "demo", "tier": "transactional", "body": "x", **fields}
+    return prepare_notification(
+        NotificationRequest.model_validate(body),
+        caller=app[SETTINGS].api_keys[0],
+        settings=app[SETTINGS],
+        policy=app[POLICY],
+        now=clock(),
+    )
+
+
+def claim(key: str, fingerprint: str) -> IdempotencyClaim:
+    return IdempotencyClaim(api_key="full", key=key, fingerprint=fingerprint)
+
+
+def count_transactions(engine: AsyncEngine) -> list[int]:
+    begun = [0]
+
+    def on_begin(_connection: Any) -> None:
+        begun[0] += 1
+
+    sa.event.listen(engine.sync_engine, "begin", on_begin)
+    return begun
+
+
+async def stored_count(engine: AsyncEngine, model: type[Notification] | type[Delivery]) -> int:
+    async with AsyncSession(engine) as session:
+        return int((await session.execute(sa.select(sa.func.count()).select_from(model))).scalar())
+
+
+async def test_submissions_arriving_together_share_one_transaction(
+    client: Client, clock: FakeClock, engine: AsyncEngine
+) -> None:
+    await register(client)
+    intake = client.app[INTAKE]
+    transactions = count_transactions(engine)
+    answers = await asyncio.gather(
+        *(intake.submit(prepared(client, clock, body=f"n{i}"), None) for i in range(10))
+    )
+    assert transactions[0] == 1
+    assert [answer.status for answer in answers] == [202] * 10
+    assert len({answer.body["id"] for answer in answers}) == 10
+    assert {answer.body["status"] for answer in answers} == {"queued"}
+    assert [answer.notification and answer.notification.body for answer in answers] == [
+        f"n{i}" for i in range(10)
+    ]
+    assert await stored_count(engine, Notification) == 10
+    assert await stored_count(engine, Delivery) == 10  # one device, one delivery each
+
+
+async def test_a_batch_counts_each_send_against_the_cap_of_the_next(
+    client: Client, clock: FakeClock
+) -> None:
+    await register(client)
+    await client.put("/v1/users/u1/preferences", json={"promotional": True})
+    intake = client.app[INTAKE]
+    answers = await asyncio.gather(
+        *(intake.submit(prepared(client, clock, tier="promotional"), None) for _ in range(4))
+    )
+    statuses = [(answer.body["status"], answer.body["reason"]) for answer in answers]
+    assert statuses == [("queued", None)] * 2 + [("dropped", "frequency_capped")] * 2
+
+
+async def test_one_key_twice_in_a_batch_stores_once(client: Client, clock: FakeClock) -> None:
+    await register(client)
+    intake = client.app[INTAKE]
+    same, other = prepared(client, clock), prepared(client, clock, body="changed")
+    first, replay, reused = await asyncio.gather(
+        intake.submit(same, claim("k", "fingerprint-a")),
+        intake.submit(same, claim("k", "fingerprint-a")),
+        intake.submit(other, claim("k", "fingerprint-b")),
+        return_exceptions=True,
+    )
+    assert isinstance(first, Answer) and isinstance(replay, Answer)
+    assert (first.replayed, replay.replayed) == (False, True)
+    assert replay.body == first.body
+    assert isinstance(reused, Conflict) and reused.code == "idempotency_key_reused"
+    # and a later batch replays it from the record
+    again = await intake.submit(same, claim("k", "fingerprint-a"))
+    assert (again.replayed, again.body["id"]) == (True, first.body["id"])
+
+
+async def test_a_failing_submission_fails_alone(
+    client: Client, clock: FakeClock, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client)
+    real_store = intake_module.store_notifications
+
+    async def store(
+        session: AsyncSession, batch: Sequence[Prepared], **kwargs: Any
+    ) -> list[Notification]:
+        if any(item.request.body == "poison" for item in batch):
+            raise RuntimeError("this request breaks its transaction")
+        return await real_store(session, batch, **kwargs)
+
+    monkeypatch.setattr(intake_module, "store_notifications", store)
+    intake = client.app[INTAKE]
+    results = await asyncio.gather(
+        intake.submit(prepared(client, clock, body="first"), None),
+        intake.submit(prepared(client, clock, body="poison"), None),
+        intake.submit(prepared(client, clock, body="last"), None),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Answer) and isinstance(results[2], Answer)
+    assert isinstance(results[1], RuntimeError)
+    assert await stored_count(engine, Notification) == 2
+
+
+async def test_close_stores_what_waits_and_refuses_what_comes_after(
+    client: Client, clock: FakeClock, engine: AsyncEngine
+) -> None:
+    await register(client)
+    app = client.app
+    intake = Intake(
+        session_factory(engine),
+        policy=app[POLICY],
+        clock=clock,
+        retention=timedelta(hours=24),
+    )
+    intake.start()
+    waiting = [
+        asyncio.ensure_future(intake.submit(prepared(client, clock), None)) for _ in range(3)
+    ]
+    await asyncio.sleep(0)  # the submissions are queued
+    await intake.close()
+    assert [(await answer).status for answer in waiting] == [202] * 3
+    with pytest.raises(ServiceUnavailable):
+        await intake.submit(prepared(client, clock), None)
+
+
+async def test_a_retry_refused_now_still_gets_the_answer_on_record(
+    client: Client, clock: FakeClock
+) -> None:
+    await register(client)
+    expires_at = (clock.now + timedelta(minutes=5)).isoformat()
+    payload = {"user_id": "u1", "app": "demo", "tier": "transactional", "body": "x"}
+    payload["expires_at"] = expires_at
+    headers = {"Idempotency-Key": "retry-late"}
+    first = await client.post("/v1/notifications", json=payload, headers=headers)
+    assert first.status == 202
+    clock.advance(minutes=10)  # the retry comes after the notification's expiry
+    retry = await client.post("/v1/notifications", json=payload, headers=headers)
+    assert retry.status == 202
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert (await retry.json())["id"] == (await first.json())["id"]
+    fresh = await client.post("/v1/notifications", json=payload)  # without the key: refused
+    assert fresh.status == 422
