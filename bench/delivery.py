@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -237,6 +238,8 @@ async def measure_database(
         "fcm-pipeline": [],
         "fcm-raw": [],
     }
+    # CPU of this process (the worker, its SQLite thread, the raw clients) per message sent
+    cpu_ms: dict[str, list[float]] = {key: [] for key in samples}
     peaks: dict[str, int] = {}
     try:
         platforms = {"apns": "ios", "fcm": "android"}
@@ -254,9 +257,11 @@ async def measure_database(
             count = counts[name]
             await seed_queued(sessions, devices[name], platforms[name], system_clock())
             await sims.reset()
+            cpu_started = time.process_time()
             started = asyncio.get_running_loop().time()
             total = await drain(worker)
             elapsed = asyncio.get_running_loop().time() - started
+            cpu_ms[f"{name}-pipeline"].append((time.process_time() - cpu_started) * 1000 / count)
             stats = await sims.stats()
             if total.finished_notifications != count or stats[f"{name}_answered"] != count:
                 raise RuntimeError(f"{name} pipeline: {total} / simulator {stats}")
@@ -266,9 +271,11 @@ async def measure_database(
         async def raw(name: str) -> float:
             count = counts[name]
             await sims.reset()
+            cpu_started = time.process_time()
             started = asyncio.get_running_loop().time()
             sent = await (raw_apns_send(raw_apns, count) if name == "apns" else raw_fcm_send(count))
             elapsed = asyncio.get_running_loop().time() - started
+            cpu_ms[f"{name}-raw"].append((time.process_time() - cpu_started) * 1000 / count)
             if sent != count:
                 raise RuntimeError(f"{name} raw: {sent} of {count} sent")
             return count / elapsed
@@ -292,6 +299,8 @@ async def measure_database(
             "pipeline_per_second": median(pipe),
             "raw_per_second": median(ceiling),
             "ratio_to_raw": median([p / c for p, c in zip(pipe, ceiling, strict=True)]),
+            "pipeline_cpu_ms_per_delivery": median(cpu_ms[f"{name}-pipeline"]),
+            "raw_cpu_ms_per_send": median(cpu_ms[f"{name}-raw"]),
             "peak_in_flight_at_simulator": peaks.get(name, 0),
             "runs_pipeline_per_second": [round(v, 1) for v in pipe],
             "runs_raw_per_second": [round(v, 1) for v in ceiling],
