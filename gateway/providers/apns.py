@@ -250,6 +250,8 @@ class _HardenedConnection(APNsTLSClientProtocol):
         self._settings_received = asyncio.Event()
         self._window_opened = asyncio.Event()
         self._closing = False
+        self._flush_scheduled = False
+        self._last_activity = loop.time()
         self.lost: asyncio.Future[None] = loop.create_future()
 
     @property
@@ -335,7 +337,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
             self.conn.send_data(stream_id, bytes(chunk), end_stream=not remaining)
             if not remaining:
                 break
-        self.flush()
+        self._flush_soon()
 
     def _reset_stream(self, stream_id: int) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):
@@ -455,14 +457,30 @@ class _HardenedConnection(APNsTLSClientProtocol):
         if data:
             self.transport.write(data)
 
+    def _flush_soon(self) -> None:
+        """Flush once the sends started in this loop iteration have all been framed: a burst
+        goes out in one TLS record and one system call instead of one per request."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
     def refresh_inactivity_timer(self) -> None:
-        if self.inactivity_timer:
-            self.inactivity_timer.cancel()
-        self.inactivity_timer = self.loop.call_later(self.INACTIVITY_TIME, self._close_if_idle)
+        # Called on every read and write: note the time, and keep one timer that checks it when
+        # it fires, instead of cancelling and scheduling a timer each time.
+        self._last_activity = self.loop.time()
+        if self.inactivity_timer is None:
+            self.inactivity_timer = self.loop.call_later(self.INACTIVITY_TIME, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
-        if self._streams:
-            self.refresh_inactivity_timer()
+        self.inactivity_timer = None
+        remaining = self._last_activity + self.INACTIVITY_TIME - self.loop.time()
+        if remaining > 0 or self._streams:
+            delay = remaining if remaining > 0 else self.INACTIVITY_TIME
+            self.inactivity_timer = self.loop.call_later(delay, self._close_if_idle)
         else:
             self.close()
 
