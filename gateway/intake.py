@@ -30,7 +30,7 @@ from gateway.api.errors import GatewayError, ServiceUnavailable
 from gateway.api.schemas import NotificationOut
 from gateway.db import transaction
 from gateway.idempotency import replay
-from gateway.models import IdempotencyRecord, Notification
+from gateway.models import IdempotencyRecord
 from gateway.notifications import Prepared, store_notifications
 from policies import PolicySettings
 
@@ -53,7 +53,7 @@ class Answer:
     status: int
     body: dict[str, Any]
     replayed: bool
-    notification: Notification | None = None  # the stored one; None for a replay
+    notification: NotificationOut | None = None  # the stored one; None for a replay
 
 
 @dataclass(slots=True)
@@ -61,10 +61,6 @@ class _Submission:
     prepared: Prepared
     claim: IdempotencyClaim | None
     future: asyncio.Future[Answer]
-
-
-def notification_out(notification: Notification) -> dict[str, Any]:
-    return NotificationOut.model_validate(notification).model_dump(mode="json")
 
 
 class Intake:
@@ -170,7 +166,7 @@ class Intake:
         prepared = [batch[index].prepared for index in to_store]
         stored = await store_notifications(session, prepared, policy=self._policy, now=now)
         for index, notification in zip(to_store, stored, strict=True):
-            body = notification_out(notification)
+            body = notification.model_dump(mode="json")
             results[index] = Answer(202, body, replayed=False, notification=notification)
             claim = batch[index].claim
             if claim is not None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,7 @@ from gateway.api.errors import (
     UnknownApp,
     ValidationFailed,
 )
-from gateway.api.schemas import NotificationRequest
+from gateway.api.schemas import NotificationOut, NotificationRequest
 from gateway.config import ApiKeyConfig, Settings, parse_hhmm
 from gateway.models import (
     PENDING_NOTIFICATION_STATUSES,
@@ -52,7 +53,7 @@ from policies import (
 )
 from policies import TierConflict as PolicyTierConflict
 from policies.tiers import Tier
-from tokens.models import Device
+from tokens.models import Device, new_id
 from tokens.registry import devices_of_users, is_deliverable, latest_timezone
 
 log = logging.getLogger(__name__)
@@ -176,22 +177,45 @@ def format_hhmm(value: time) -> str:
     return value.strftime("%H:%M")
 
 
-def new_deliveries(
-    notification: Notification, devices: Sequence[Device], *, now: datetime
-) -> list[Delivery]:
-    """One pending delivery per device: what the delivery worker picks up."""
-    return [
-        Delivery(
-            notification_id=notification.id,
-            device_id=device.id,
-            platform=device.platform,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        for device in devices
-    ]
+def delivery_row(notification_id: str, device: Device, *, now: datetime) -> dict[str, Any]:
+    """The pending delivery of a notification to ``device``: what the delivery worker picks up."""
+    return {
+        "id": new_id(),
+        "notification_id": notification_id,
+        "device_id": device.id,
+        "platform": device.platform,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def decision_fields(decision: Decision, *, now: datetime) -> dict[str, Any]:
+    """The notification columns that record the policy's decision."""
+    match decision:
+        case Send():
+            return {
+                "status": NotificationStatus.QUEUED,
+                "reason": None,
+                "deliver_at": now,
+                "counted_at": now,
+            }
+        case Defer(until=until, reason=reason):
+            return {
+                "status": NotificationStatus.DEFERRED,
+                "reason": str(reason),
+                "deliver_at": until,
+            }
+        case Drop(reason=reason):
+            status = (
+                NotificationStatus.EXPIRED
+                if reason == DropReason.EXPIRED
+                else NotificationStatus.DROPPED
+            )
+            return {"status": status, "reason": str(reason)}
+    raise TypeError(f"not a decision: {decision!r}")
 
 
 async def apply_decision(
@@ -202,48 +226,30 @@ async def apply_decision(
     *,
     now: datetime,
 ) -> None:
-    """Record the policy's decision on the notification; a send creates one pending delivery per
-    device in ``devices``."""
+    """Record the policy's decision on a stored notification; a send creates one pending
+    delivery per device."""
     notification.updated_at = now
-    match decision:
-        case Send():
-            notification.status = NotificationStatus.QUEUED
-            notification.reason = None
-            notification.deliver_at = now
-            notification.counted_at = now
-            session.add(notification)
-            if devices and sa.inspect(notification).pending:
-                await session.flush()  # a new row must exist before its deliveries reference it
-            session.add_all(new_deliveries(notification, devices, now=now))
-        case Defer(until=until, reason=reason):
-            notification.status = NotificationStatus.DEFERRED
-            notification.reason = str(reason)
-            notification.deliver_at = until
-            session.add(notification)
-        case Drop(reason=reason):
-            notification.status = (
-                NotificationStatus.EXPIRED
-                if reason == DropReason.EXPIRED
-                else NotificationStatus.DROPPED
-            )
-            notification.reason = str(reason)
-            session.add(notification)
+    for name, value in decision_fields(decision, now=now).items():
+        setattr(notification, name, value)
+    session.add(notification)
+    if isinstance(decision, Send):
+        for device in devices:
+            session.add(Delivery(**delivery_row(notification.id, device, now=now)))
 
 
 async def supersede_deferred(
-    session: AsyncSession, notification: Notification, *, now: datetime
+    session: AsyncSession, *, user_id: str, app: str, collapse_key: str | None, now: datetime
 ) -> int:
     """A newer notification with the same user, app and collapse key replaces deferred ones."""
-    if notification.collapse_key is None:
+    if collapse_key is None:
         return 0
     result = await session.execute(
         sa.update(Notification)
         .where(
-            col(Notification.user_id) == notification.user_id,
-            col(Notification.app) == notification.app,
-            col(Notification.collapse_key) == notification.collapse_key,
+            col(Notification.user_id) == user_id,
+            col(Notification.app) == app,
+            col(Notification.collapse_key) == collapse_key,
             col(Notification.status) == NotificationStatus.DEFERRED,
-            col(Notification.id) != notification.id,
         )
         .values(
             status=NotificationStatus.DROPPED,
@@ -330,60 +336,80 @@ def prepare_notification(
 
 async def store_notifications(
     session: AsyncSession, batch: Sequence[Prepared], *, policy: PolicySettings, now: datetime
-) -> list[Notification]:
+) -> list[NotificationOut]:
     """Decide and store prepared notifications, in order, in the caller's transaction.
 
     One snapshot of the users serves the whole batch, and each one queued counts against its
     user's cap before the next is decided, so a batch decides exactly as the same requests
-    one after another would.
+    one after another would. The rows go in as bulk inserts, not ORM objects.
     """
     users = [prepared.request.user_id for prepared in batch]
     await lock_users(session, users)
     snapshot = await snapshot_users(session, set(users), now=now, policy=policy)
-    stored: list[tuple[Notification, Decision, list[Device]]] = []
+    rows: list[dict[str, Any]] = []
+    inserted = 0
+    deliveries: list[dict[str, Any]] = []
     for prepared in batch:
         request = prepared.request
         facts, devices = snapshot.facts(request.user_id, prepared.app)
         decision = decide(now, prepared.tier, prepared.expires_at, facts, policy)
-        notification = Notification(
-            user_id=request.user_id,
-            app=prepared.app,
-            tier=prepared.tier,
-            category=request.category,
-            classified_by=prepared.classified_by,
-            status=NotificationStatus.QUEUED,
-            title=request.title,
-            body=request.body,
-            data=request.data,
-            collapse_key=request.collapse_key,
-            badge=request.badge,
-            sound=request.sound,
-            thread_id=request.thread_id,
-            sender=prepared.caller.name,
-            expires_at=prepared.expires_at,
-            created_at=now,
-            updated_at=now,
-        )
-        if isinstance(decision, Send | Defer):
-            await supersede_deferred(session, notification, now=now)
+        row = {
+            "id": new_id(),
+            "user_id": request.user_id,
+            "app": prepared.app,
+            "tier": prepared.tier,
+            "category": request.category,
+            "classified_by": prepared.classified_by,
+            "title": request.title,
+            "body": request.body,
+            "data": request.data,
+            "collapse_key": request.collapse_key,
+            "badge": request.badge,
+            "sound": request.sound,
+            "thread_id": request.thread_id,
+            "sender": prepared.caller.name,
+            "deliver_at": None,
+            "expires_at": prepared.expires_at,
+            "counted_at": None,
+            "created_at": now,
+            "updated_at": now,
+            **decision_fields(decision, now=now),
+        }
+        if request.collapse_key is not None and isinstance(decision, Send | Defer):
+            # earlier rows of this batch go in first, so this one supersedes them too
+            await _insert(session, Notification, rows[inserted:])
+            inserted = len(rows)
+            await supersede_deferred(
+                session,
+                user_id=request.user_id,
+                app=prepared.app,
+                collapse_key=request.collapse_key,
+                now=now,
+            )
         if isinstance(decision, Send):
             snapshot.count_queued(request.user_id, prepared.tier)
-        await apply_decision(session, notification, decision, (), now=now)
-        stored.append((notification, decision, devices))
-    await session.flush()  # the notifications exist before their deliveries reference them
-    for notification, decision, devices in stored:
-        if isinstance(decision, Send):
-            session.add_all(new_deliveries(notification, devices, now=now))
+            deliveries += [delivery_row(row["id"], device, now=now) for device in devices]
+        rows.append(row)
+    await _insert(session, Notification, rows[inserted:])
+    await _insert(session, Delivery, deliveries)  # after the notifications they reference
+    for row in rows:
         log.info(
             "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
-            notification.id,
-            notification.user_id,
-            notification.tier,
-            notification.status,
-            notification.reason,
-            notification.sender,
+            row["id"],
+            row["user_id"],
+            row["tier"],
+            row["status"],
+            row["reason"],
+            row["sender"],
         )
-    return [notification for notification, _, _ in stored]
+    return [NotificationOut.model_validate(row) for row in rows]
+
+
+async def _insert(
+    session: AsyncSession, model: type[Notification] | type[Delivery], rows: list[dict[str, Any]]
+) -> None:
+    if rows:
+        await session.execute(sa.insert(model), rows)
 
 
 async def accept_notification(
@@ -394,7 +420,7 @@ async def accept_notification(
     settings: Settings,
     policy: PolicySettings,
     now: datetime,
-) -> Notification:
+) -> NotificationOut:
     """Classify, authorise, decide and store one notification. Raises :class:`GatewayError`
     subclasses for requests that must be refused (nothing is stored then)."""
     prepared = prepare_notification(

@@ -31,7 +31,7 @@ from gateway.api.schemas import (
 )
 from gateway.db import transaction
 from gateway.idempotency import Produce, check_key, request_fingerprint, run_idempotent
-from gateway.intake import IdempotencyClaim, notification_out
+from gateway.intake import IdempotencyClaim
 from gateway.models import Notification, NotificationStatus
 from gateway.notifications import (
     accept_notification,
@@ -45,7 +45,7 @@ from gateway.notifications import (
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-async def _accept_one(request: web.Request, session: AsyncSession, payload: Any) -> Notification:
+async def _accept_one(request: web.Request, session: AsyncSession, payload: Any) -> NotificationOut:
     body = parse_model(NotificationRequest, payload)
     notification = await accept_notification(
         session,
@@ -59,7 +59,7 @@ async def _accept_one(request: web.Request, session: AsyncSession, payload: Any)
     return notification
 
 
-def _count_accepted(request: web.Request, notification: Notification) -> None:
+def _count_accepted(request: web.Request, notification: NotificationOut) -> None:
     request.app[METRICS].notifications_accepted.labels(
         notification.tier, notification.status, notification.reason or ""
     ).inc()
@@ -150,7 +150,7 @@ async def send_batch(request: web.Request) -> web.Response:
             try:
                 async with session.begin_nested():
                     notification = await _accept_one(request, session, item)
-                results.append(notification_out(notification))
+                results.append(notification.model_dump(mode="json"))
             except GatewayError as error:
                 problem = error.problem()
                 for field_error in problem.get("errors", []):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gateway import intake as intake_module
 from gateway.api.app import INTAKE, POLICY, SETTINGS
 from gateway.api.errors import Conflict, ServiceUnavailable
-from gateway.api.schemas import NotificationRequest
+from gateway.api.schemas import NotificationOut, NotificationRequest
 from gateway.db import session_factory
 from gateway.intake import Answer, IdempotencyClaim, Intake
 from gateway.models import Delivery, Notification
@@ -69,9 +69,10 @@ async def test_submissions_arriving_together_share_one_transaction(
     assert [answer.status for answer in answers] == [202] * 10
     assert len({answer.body["id"] for answer in answers}) == 10
     assert {answer.body["status"] for answer in answers} == {"queued"}
-    assert [answer.notification and answer.notification.body for answer in answers] == [
-        f"n{i}" for i in range(10)
-    ]
+    async with AsyncSession(engine) as session:  # each answer is its own request's
+        for index, answer in enumerate(answers):
+            stored = await session.get(Notification, answer.body["id"])
+            assert stored is not None and stored.body == f"n{index}"
     assert await stored_count(engine, Notification) == 10
     assert await stored_count(engine, Delivery) == 10  # one device, one delivery each
 
@@ -116,7 +117,7 @@ async def test_a_failing_submission_fails_alone(
 
     async def store(
         session: AsyncSession, batch: Sequence[Prepared], **kwargs: Any
-    ) -> list[Notification]:
+    ) -> list[NotificationOut]:
         if any(item.request.body == "poison" for item in batch):
             raise RuntimeError("this request breaks its transaction")
         return await real_store(session, batch, **kwargs)
@@ -173,3 +174,23 @@ async def test_a_retry_refused_now_still_gets_the_answer_on_record(
     assert (await retry.json())["id"] == (await first.json())["id"]
     fresh = await client.post("/v1/notifications", json=payload)  # without the key: refused
     assert fresh.status == 422
+
+
+async def test_a_collapse_key_supersedes_an_earlier_one_of_the_same_batch(
+    client: Client, clock: FakeClock
+) -> None:
+    await register(client, timezone="Australia/Sydney")  # 22:00 there: quiet hours
+    intake = client.app[INTAKE]
+    fields = {"tier": "behavioral", "collapse_key": "cart"}
+    first, second, third = await asyncio.gather(
+        intake.submit(prepared(client, clock, body="1", **fields), None),
+        intake.submit(prepared(client, clock, body="2", **fields), None),
+        intake.submit(prepared(client, clock, body="3", tier="behavioral"), None),
+    )
+    assert {first.body["status"], second.body["status"], third.body["status"]} == {"deferred"}
+    older = await (await client.get(f"/v1/notifications/{first.body['id']}")).json()
+    assert (older["status"], older["reason"]) == ("dropped", "superseded")
+    newer = await (await client.get(f"/v1/notifications/{second.body['id']}")).json()
+    assert newer["status"] == "deferred"
+    unrelated = await (await client.get(f"/v1/notifications/{third.body['id']}")).json()
+    assert unrelated["status"] == "deferred"
