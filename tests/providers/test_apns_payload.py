@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from datetime import UTC, datetime, timedelta
 
+import h2.utilities
 import pytest
+from aioapns.connection import AuthorizationHeaderProvider
 
 from gateway.config import AppConfig
 from gateway.providers.apns import (
     APNS_MAX_PAYLOAD_BYTES,
     ApnsProvider,
+    _ApnsConnectionPool,
+    _HardenedConnection,
     apns_payload_size,
     build_apns_payload,
+    build_apns_request,
     encode_apns_payload,
 )
 from gateway.simulators.apns import ApnsSimulator
@@ -156,3 +163,38 @@ async def test_data_only_reaches_apns_as_background_priority_5(
     assert request.headers["apns-priority"] == "5"
     assert "apns-collapse-id" not in request.headers
     assert request.payload == {"sync": "inbox", "aps": {"content-available": 1}}
+
+
+class _StaticBearer(AuthorizationHeaderProvider):
+    def get_header(self) -> str:
+        return "bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln"
+
+
+async def test_request_headers_keep_the_h2_rules_no_longer_checked_on_each_send() -> None:
+    """The connection turns off h2's outbound header validation (a tenth of a send's CPU) for
+    its fixed header list; that list, with every optional header, must still pass it."""
+    authority = "api.push.apple.com"
+    pool = _ApnsConnectionPool(
+        topic=TOPIC,
+        host="127.0.0.1",
+        port=443,
+        authority=authority,
+        ssl_context=ssl.create_default_context(),
+        auth_provider=None,
+        max_connections=1,
+    )
+    connection = _HardenedConnection(
+        TOPIC, authority, asyncio.get_running_loop(), _StaticBearer(), pool
+    )
+    request = build_apns_request(make_message(collapse_key="order-42"), PLAIN_APP)
+    headers = h2.utilities.utf8_encode_headers(connection._headers(request))
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=True, is_trailer=False, is_response_header=False, is_push_promise=False
+    )
+
+    normalized = h2.utilities.normalize_outbound_headers(headers, flags)
+    validated = list(h2.utilities.validate_outbound_headers(normalized, flags))
+
+    assert [name for name, _ in validated] == [name for name, _ in headers]
+    assert dict(validated)[b"apns-collapse-id"] == b"order-42"
+    assert dict(validated)[b"authorization"].startswith(b"bearer ")
