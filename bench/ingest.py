@@ -1,7 +1,10 @@
 """Ingest: ``POST /v1/notifications`` on the real app against a bare aiohttp endpoint.
 
 The app is the real ``pushgate serve --api-only`` in its own process, on SQLite and on
-PostgreSQL (when reachable); the ceiling is :mod:`bench.ceiling` in its own process. The load
+PostgreSQL (when reachable). There are two ceilings, each :mod:`bench.ceiling` in its own
+process: the bare endpoint (parse and answer: the issue's ceiling), and per database a durable
+one that also stores each request with the raw driver the way pushgate does (group commit, no
+ORM), so what the gateway's own logic costs reads off the second ratio. The load
 generator (an aiohttp client, ``concurrency`` connections each sending back to back) runs in
 this process, so it never shares an event loop with the server. Each notification is
 transactional (category ``order_shipped``) for one of ``users`` users with one iOS device each,
@@ -39,6 +42,8 @@ from bench.stack import (
     sqlite_url,
 )
 
+DURABLE = "durable-"  # a ceiling that also stores each request: bench.ceiling --database
+
 
 def notification_body(users: int) -> Any:
     def body(index: int) -> dict[str, Any]:
@@ -68,9 +73,16 @@ async def register_devices(url: str, users: int) -> None:
                     raise RuntimeError(f"registering a device: {response.status}")
 
 
-def summarise(samples: list[LoadResult], ceiling: list[LoadResult]) -> dict[str, Any]:
+def summarise(
+    samples: list[LoadResult], ceiling: list[LoadResult], durable: list[LoadResult] | None
+) -> dict[str, Any]:
     return {
         "requests_per_second": median([s.throughput for s in samples]),
+        "ratio_to_durable_ceiling": (
+            median([s.throughput / d.throughput for s, d in zip(samples, durable, strict=True)])
+            if durable
+            else None
+        ),
         "p50_ms": median([percentile(s.latencies, 0.50) * 1000 for s in samples]),
         "p99_ms": median([percentile(s.latencies, 0.99) * 1000 for s in samples]),
         "ratio_to_ceiling": median(
@@ -98,6 +110,11 @@ async def measure(
         if await postgres_available():
             databases["postgresql"] = await stack.enter_async_context(postgres_schema())
         for name, url in databases.items():
+            durable_port = free_port()
+            durable_url = sqlite_url(folder, "durable.db") if name == "sqlite" else url
+            argv = [PYTHON, "-m", "bench.ceiling", "--port", str(durable_port)]
+            durable = ServerProcess([*argv, "--database", durable_url], durable_port)
+            targets[f"{DURABLE}{name}"] = await stack.enter_async_context(durable)
             server = pushgate_serve(
                 settings_data(url, None),
                 api_only=True,
@@ -133,7 +150,8 @@ async def measure(
         "seconds_per_run": seconds,
         "users": users,
         "targets": {
-            name: summarise(values, samples["ceiling"]) for name, values in samples.items()
+            name: summarise(values, samples["ceiling"], samples.get(f"{DURABLE}{name}"))
+            for name, values in samples.items()
         },
     }
 
