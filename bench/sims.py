@@ -8,6 +8,9 @@ one per line, each with one JSON line:
   connections, APNs and FCM separately) since the last ``reset``;
 - ``reset``: the same answer as ``stats``, then zero the counters and forget the recorded
   requests (so a soak does not grow the simulator's memory);
+- ``latency MS``: from now on APNs answers every request after ``MS`` milliseconds (``0``: at
+  once), as a real provider's round trip does, so that requests pile up in flight and a
+  concurrency limit is actually tested; answers like ``stats``;
 - ``stop`` or end of input: exit.
 
 A separate process keeps the simulators' HTTP/2 and JSON work off the event loop (and the core)
@@ -121,6 +124,11 @@ async def serve(max_seconds: float) -> None:
                     break
                 if command in ("", "stop"):
                     break
+                if command.startswith("latency "):
+                    apns.clear_script()
+                    delay = float(command.split()[1]) / 1000
+                    if delay > 0:
+                        apns.script(ApnsReply(delay=delay))
                 print(json.dumps(stats(apns, fcm)), flush=True)
                 if command == "reset":
                     reset(apns, fcm)

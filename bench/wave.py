@@ -9,7 +9,8 @@ Then a clock the benchmark controls walks through the spread a minute at a time,
 minute the scheduler's release job (:meth:`GatewayJobs.release`) and back-to-back delivery rounds
 run until nothing is due, against the APNs simulator in its own process. Reported: the wall
 time to drain (release + deliver), per minute of the spread how many were released, the peak
-number of requests in flight at the simulator against ``delivery.concurrency_per_app``, peak RSS.
+number of requests in flight at the simulator (which answers after
+:data:`PROVIDER_LATENCY_MS`) against ``delivery.concurrency_per_app``, peak RSS.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ from policies import Defer, Tier, UserFacts, decide
 
 ZONE = "America/New_York"
 SEED_BATCH = 5000
+# APNs answers after a real round trip's worth of time, so that requests pile up in flight and
+# the concurrency limit is really put to the test (an instant simulator never sees more than a
+# few at once).
+PROVIDER_LATENCY_MS = 20
 
 
 class SteppedClock:
@@ -135,6 +140,7 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
         spread = settings.policy.release_spread_minutes
         released_per_minute: list[int] = []
         delivered = 0
+        await sims.command(f"latency {PROVIDER_LATENCY_MS}")
         await sims.reset()
         started = time.perf_counter()
         try:
