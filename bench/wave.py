@@ -194,16 +194,17 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
         "simulator_answered": stats["apns_answered"],
         "peak_in_flight_at_simulator": stats["apns_peak_in_flight"],
         "concurrency_limit": limit,
+        "provider_latency_ms": PROVIDER_LATENCY_MS,
         "concurrency_held": stats["apns_peak_in_flight"] <= limit,
         "peak_rss_mib": peak_rss_mib(),
     }
 
 
-async def main_async(count: int, database: str, folder: Path) -> dict[str, Any]:
+async def main_async(count: int, database: str, folder: Path, name: str) -> dict[str, Any]:
     if database == "postgresql":
         async with postgres_schema() as url:
             return await run_wave(count, url)
-    return await run_wave(count, sqlite_url(folder, "wave.db"))
+    return await run_wave(count, sqlite_url(folder, f"{name}.db"))
 
 
 def main() -> int:
@@ -213,7 +214,9 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    result = asyncio.run(main_async(args.count, args.database, args.folder))
+    for stale in args.folder.glob(f"{args.out.stem}.db*"):  # a fresh database for every run
+        stale.unlink()
+    result = asyncio.run(main_async(args.count, args.database, args.folder, args.out.stem))
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
