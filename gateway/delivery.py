@@ -329,7 +329,7 @@ class DeliveryWorker:
                 )
                 .execution_options(synchronize_session=False)
             )
-            await finish_notifications(session, notification_ids, now=now)
+            await finish_notifications(session, notification_ids, now=now, locked=True)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -467,7 +467,7 @@ class DeliveryWorker:
             # same statements with a good deal of bookkeeping per row.
             for rows in updates.values():
                 await session.execute(UPDATE_DELIVERY, rows)
-            finished = await finish_notifications(session, touched, now=now)
+            finished = await finish_notifications(session, touched, now=now, locked=True)
         return Recorded(recorded, finished)
 
     async def _still_ours(self, session: AsyncSession, ids: list[str]) -> set[str]:
@@ -542,9 +542,10 @@ async def lock_notifications(session: AsyncSession, notification_ids: set[str]) 
     one round, or two workers) must not both count the other's delivery as still pending under
     READ COMMITTED, or neither finishes the notification and it stays ``queued`` for good. With
     the lock the second one waits, then counts with the first one's deliveries committed.
-    SQLite serialises writers anyway and renders no ``FOR UPDATE``.
+    SQLite serialises writers anyway and renders no ``FOR UPDATE``, so there is nothing to
+    run.
     """
-    if notification_ids:
+    if notification_ids and session.get_bind().dialect.name != "sqlite":
         await session.execute(
             select(Notification.id)
             .where(col(Notification.id).in_(notification_ids))
@@ -554,15 +555,16 @@ async def lock_notifications(session: AsyncSession, notification_ids: set[str]) 
 
 
 async def finish_notifications(
-    session: AsyncSession, notification_ids: set[str], *, now: datetime
+    session: AsyncSession, notification_ids: set[str], *, now: datetime, locked: bool = False
 ) -> int:
     """Give each queued notification whose deliveries have all ended its final status: ``sent``
     when at least one device got it; ``expired`` (reason ``expired``) when every delivery ran
     out of time; else ``failed``, each delivery's ``error`` saying why. Returns how many were
-    finished."""
+    finished. ``locked`` says the caller already holds :func:`lock_notifications` on them."""
     if not notification_ids:
         return 0
-    await lock_notifications(session, notification_ids)
+    if not locked:
+        await lock_notifications(session, notification_ids)
     counts = await session.execute(
         sa.select(
             col(Delivery.notification_id),
