@@ -140,8 +140,8 @@ class Intake:
     ) -> list[Answer | Exception]:
         results: list[Answer | Exception | None] = [None] * len(batch)
         records: dict[tuple[str, str], IdempotencyRecord] = {}
-        first_of_key: dict[tuple[str, str], int] = {}
-        repeats: list[tuple[int, int]] = []  # (index, index of the first with the same key)
+        keys_seen: set[tuple[str, str]] = set()
+        repeats: list[int] = []  # indexes of requests whose key came earlier in the batch
         to_store: list[int] = []
         for index, submission in enumerate(batch):
             claim = submission.claim
@@ -149,10 +149,10 @@ class Intake:
                 to_store.append(index)
                 continue
             identity = (claim.api_key, claim.key)
-            if identity in first_of_key:
-                repeats.append((index, first_of_key[identity]))
+            if identity in keys_seen:
+                repeats.append(index)
                 continue
-            first_of_key[identity] = index
+            keys_seen.add(identity)
             record = await session.get(IdempotencyRecord, identity)
             if record is not None and record.created_at > now - self._retention:
                 results[index] = _replayed(record, claim)
@@ -181,15 +181,12 @@ class Intake:
                 session.add(record)
                 records[(claim.api_key, claim.key)] = record
 
-        for index, first in repeats:
+        for index in repeats:
             claim = batch[index].claim
             assert claim is not None
-            earlier = results[first]
-            results[index] = (
-                _replayed(records[(claim.api_key, claim.key)], claim)
-                if isinstance(earlier, Answer)
-                else earlier
-            )
+            # against the record, not the first request's answer: that one may have been a
+            # 409 for another body, while this one is a retry of the request on record
+            results[index] = _replayed(records[(claim.api_key, claim.key)], claim)
         answered = [result for result in results if result is not None]
         assert len(answered) == len(batch)  # every submission has its answer
         return answered

@@ -194,3 +194,21 @@ async def test_a_collapse_key_supersedes_an_earlier_one_of_the_same_batch(
     assert newer["status"] == "deferred"
     unrelated = await (await client.get(f"/v1/notifications/{third.body['id']}")).json()
     assert unrelated["status"] == "deferred"
+
+
+async def test_a_retry_after_a_reused_key_in_the_same_batch_still_replays(
+    client: Client, clock: FakeClock
+) -> None:
+    await register(client)
+    intake = client.app[INTAKE]
+    original = prepared(client, clock)
+    first = await intake.submit(original, claim("k", "fingerprint-a"))
+    # the same key with another body, then the original request's retry, in one batch
+    reused, retry = await asyncio.gather(
+        intake.submit(prepared(client, clock, body="changed"), claim("k", "fingerprint-b")),
+        intake.submit(original, claim("k", "fingerprint-a")),
+        return_exceptions=True,
+    )
+    assert isinstance(reused, Conflict) and reused.code == "idempotency_key_reused"
+    assert isinstance(retry, Answer), retry
+    assert (retry.replayed, retry.body["id"]) == (True, first.body["id"])
