@@ -111,6 +111,12 @@ class Intake:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._store(batch)
+            except Exception as error:
+                # The writer must outlive any failure: a dead writer would leave these requests
+                # waiting for ever and refuse every later one until the process restarts.
+                log.exception("storing a batch of %d notifications failed", len(batch))
+                for submission in batch:
+                    _settle(submission.future, error)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -196,8 +202,12 @@ class Intake:
         first, answer as it did; otherwise the request fails with the error."""
         claim = submission.claim
         if isinstance(error, IntegrityError) and claim is not None:
-            async with self._sessions() as session:
-                record = await session.get(IdempotencyRecord, (claim.api_key, claim.key))
+            try:
+                async with self._sessions() as session:
+                    record = await session.get(IdempotencyRecord, (claim.api_key, claim.key))
+            except Exception:  # the request fails with its own error, the writer goes on
+                log.warning("could not read idempotency key %r after a conflict", claim.key)
+                record = None
             if record is not None:
                 return _replayed(record, claim)
         log.error(

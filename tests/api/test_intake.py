@@ -212,3 +212,35 @@ async def test_a_retry_after_a_reused_key_in_the_same_batch_still_replays(
     assert isinstance(reused, Conflict) and reused.code == "idempotency_key_reused"
     assert isinstance(retry, Answer), retry
     assert (retry.replayed, retry.body["id"]) == (True, first.body["id"])
+
+
+async def test_the_writer_outlives_a_failure_while_it_handles_a_failure(
+    client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client)
+    intake = client.app[INTAKE]
+    real_get = AsyncSession.get
+    database_gone = [False]
+
+    async def get(self: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        if database_gone[0]:
+            raise ConnectionResetError("the database went away")
+        return await real_get(self, *args, **kwargs)
+
+    async def store(_session: AsyncSession, _batch: Sequence[Prepared], **_: Any) -> None:
+        # as if another process committed the same key, and then the database went away
+        database_gone[0] = True
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(AsyncSession, "get", get)
+    monkeypatch.setattr(intake_module, "store_notifications", store)
+    failed = await asyncio.wait_for(
+        asyncio.gather(
+            intake.submit(prepared(client, clock), claim("k", "f")), return_exceptions=True
+        ),
+        timeout=5,  # a guard: without the fix the request waits for ever
+    )
+    assert isinstance(failed[0], Exception)
+    monkeypatch.undo()  # the database is back: the next request is stored
+    answer = await intake.submit(prepared(client, clock), None)
+    assert answer.status == 202
