@@ -229,13 +229,18 @@ class _ProviderTokenHeader(AuthorizationHeaderProvider):
         return self._header
 
 
+# What h2's outbound normalisation strips from both ends of a header value (bytes.strip)
+_HEADER_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
 class _LiteralEncoder(hpack.Encoder):
     """HPACK without Huffman coding of literal values.
 
-    hpack's Huffman coder is pure Python and was a third of the CPU of a send; what it saves
-    is some 30 bytes a request (the token and apns-id), since the long headers every request
-    repeats are sent as table indexes. RFC 7541 §5.2 makes plain literals part of every
-    decoder, Apple's included.
+    hpack's Huffman coder is pure Python and was a third of the CPU of a send. What it saves
+    is about 75 bytes of a request's ~340-byte header block (the token, the apns-id and the
+    provider JWT, which as a credential is never indexed); the headers every request repeats
+    go as table indexes either way. RFC 7541 §5.2 makes plain literals part of every decoder,
+    Apple's included.
     """
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
@@ -260,14 +265,18 @@ class _HardenedConnection(APNsTLSClientProtocol):
         auth_provider: AuthorizationHeaderProvider | None,
         pool: _ApnsConnectionPool,
     ) -> None:
-        super().__init__(topic, loop, None, auth_provider)
+        super().__init__(topic.strip(_HEADER_WHITESPACE), loop, None, auth_provider)
         self._authority = authority
         self._pool = pool
-        # The header list of a request is fixed by _headers (tests/providers pin it against h2's
-        # rules); validating it again on every send was a tenth of a send's CPU. Normalising
-        # stays on: it is what keeps the authorization header out of the HPACK table.
+        # _headers builds each request's header list already in the form h2's outbound
+        # normalisation gives it, and valid (tests/providers pin both with h2's own functions);
+        # running both again on every send cost some 15 us of a send's ~150.
         self.conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+            config=h2.config.H2Configuration(
+                client_side=True,
+                normalize_outbound_headers=False,
+                validate_outbound_headers=False,
+            )
         )
         self.conn.encoder = _LiteralEncoder()
         self._streams: dict[int, _PendingStream] = {}
@@ -330,8 +339,10 @@ class _HardenedConnection(APNsTLSClientProtocol):
             (":scheme", "https"),
             (":authority", self._authority),
             # Unique to each request: kept out of the HPACK table, where they would only evict
-            # the headers every request repeats (topic, authorization) and make encoding slower.
-            NeverIndexedHeaderTuple(":path", f"/3/device/{request.token}"),
+            # the headers every request repeats (topic, push type) and make encoding slower.
+            NeverIndexedHeaderTuple(
+                ":path", f"/3/device/{request.token}".strip(_HEADER_WHITESPACE)
+            ),
             NeverIndexedHeaderTuple("apns-id", request.apns_id),
             ("apns-topic", self.apns_topic),
             ("apns-push-type", request.push_type),
@@ -339,9 +350,12 @@ class _HardenedConnection(APNsTLSClientProtocol):
             ("apns-expiration", str(request.expiration)),
         ]
         if request.collapse_id is not None:
-            headers.append(("apns-collapse-id", request.collapse_id))
+            headers.append(("apns-collapse-id", request.collapse_id.strip(_HEADER_WHITESPACE)))
         if self.auth_provider is not None:
-            headers.append(("authorization", self.auth_provider.get_header()))
+            # a credential stays out of the compression context (h2 does the same for it)
+            headers.append(
+                NeverIndexedHeaderTuple("authorization", self.auth_provider.get_header())
+            )
         return headers
 
     async def _send_body(self, stream_id: int, body: bytes) -> None:
