@@ -6,7 +6,7 @@ transaction (one lock statement, one snapshot of the users, one flush, one commi
 each request only after that commit, so a 202 still means the notification is stored. A batch
 forms by itself while the previous one commits; a lone request is a batch of one and never
 waits for a timer. When a batch fails, its requests are stored again one by one, so a bad
-request can only fail itself.
+request can only fail itself (unless no connection could be had: that fails them all at once).
 
 The ``Idempotency-Key`` of a request is honoured inside the batch: its record is read and
 written in the batch's transaction, and the same key twice in one batch answers the second
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api.errors import GatewayError, ServiceUnavailable
@@ -126,7 +127,7 @@ class Intake:
             async with transaction(self._sessions) as session:
                 results = await self._store_in(session, batch, now=self._clock())
         except Exception as error:
-            if len(batch) > 1:
+            if len(batch) > 1 and not _database_unreachable(error):
                 log.warning(
                     "storing a batch of %d notifications failed (%s); storing them one by one",
                     len(batch),
@@ -135,8 +136,8 @@ class Intake:
                 for submission in batch:
                     await self._store([submission])
                 return
-            (submission,) = batch
-            _settle(submission.future, await self._after_failure(submission, error))
+            for submission in batch:
+                _settle(submission.future, await self._after_failure(submission, error))
             return
         for submission, result in zip(batch, results, strict=True):
             _settle(submission.future, result)
@@ -216,6 +217,15 @@ class Intake:
             exc_info=error,
         )
         return error
+
+
+def _database_unreachable(error: Exception) -> bool:
+    """Whether ``error`` says no connection could be had (the pool's timeout, a failed or lost
+    connection) rather than something about the batch's requests. Storing those one by one
+    would wait out the same timeout once per request while every later request queues."""
+    return isinstance(error, PoolTimeout | OSError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def _replayed(record: IdempotencyRecord, claim: IdempotencyClaim) -> Answer | Exception:

@@ -244,3 +244,24 @@ async def test_the_writer_outlives_a_failure_while_it_handles_a_failure(
     monkeypatch.undo()  # the database is back: the next request is stored
     answer = await intake.submit(prepared(client, clock), None)
     assert answer.status == 202
+
+
+async def test_a_batch_that_gets_no_connection_is_not_retried_one_by_one(
+    client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client)
+    attempts: list[int] = []
+
+    async def store(_session: AsyncSession, batch: Sequence[Prepared], **_: Any) -> None:
+        attempts.append(len(batch))
+        # each attempt has already waited out the pool's timeout (30 s on SQLite)
+        raise sa.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
+
+    monkeypatch.setattr(intake_module, "store_notifications", store)
+    intake = client.app[INTAKE]
+    results = await asyncio.gather(
+        *(intake.submit(prepared(client, clock, body=f"n{i}"), None) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, sa.exc.TimeoutError) for result in results)
+    assert attempts == [5]  # one wait for the batch, not one more per request
