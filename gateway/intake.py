@@ -38,6 +38,9 @@ from policies import PolicySettings
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # requests per transaction: bounds how long one commit holds the users' locks
+# Requests waiting to be stored before new ones are refused with 503: several seconds of work at
+# the measured rates, so a burst is absorbed but an overload sheds load instead of memory.
+MAX_WAITING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +78,14 @@ class Intake:
         clock: Callable[[], datetime],
         retention: timedelta,
         max_batch: int = MAX_BATCH,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
         self._clock = clock
         self._retention = retention
         self._max_batch = max_batch
+        self._max_waiting = max_waiting
         self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
@@ -101,6 +106,11 @@ class Intake:
         """Store one notification (or replay its key's answer); returns once committed."""
         if self._closed or self._writer is None or self._writer.done():
             raise ServiceUnavailable("the gateway is shutting down; retry on another instance")
+        if self._queue.qsize() >= self._max_waiting:
+            raise ServiceUnavailable(
+                f"{self._max_waiting} notifications are already waiting to be stored; "
+                "the gateway is overloaded, retry shortly"
+            )
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Submission(prepared, claim, future))
         return await future

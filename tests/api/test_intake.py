@@ -265,3 +265,29 @@ async def test_a_batch_that_gets_no_connection_is_not_retried_one_by_one(
     )
     assert all(isinstance(result, sa.exc.TimeoutError) for result in results)
     assert attempts == [5]  # one wait for the batch, not one more per request
+
+
+async def test_an_overloaded_intake_refuses_instead_of_queueing_without_bound(
+    client: Client, clock: FakeClock, engine: AsyncEngine
+) -> None:
+    await register(client)
+    intake = Intake(
+        session_factory(engine),
+        policy=client.app[POLICY],
+        clock=clock,
+        retention=timedelta(hours=24),
+        max_waiting=2,
+    )
+    intake.start()
+    results = await asyncio.gather(
+        *(intake.submit(prepared(client, clock, body=str(i)), None) for i in range(4)),
+        return_exceptions=True,
+    )
+    await intake.close()
+    assert [type(result).__name__ for result in results] == [
+        "Answer",
+        "Answer",
+        "ServiceUnavailable",
+        "ServiceUnavailable",
+    ]
+    assert isinstance(results[2], ServiceUnavailable) and "overloaded" in results[2].detail
