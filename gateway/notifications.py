@@ -276,6 +276,22 @@ async def lock_users(session: AsyncSession, user_ids: Collection[str]) -> None:
         )
 
 
+async def try_lock_users(session: AsyncSession, user_ids: Collection[str]) -> set[str]:
+    """The users of ``user_ids`` whose acceptance lock (see :func:`lock_users`) this transaction
+    now holds, taken without waiting: a user being accepted for right now is left out. On SQLite
+    every user (one write transaction at a time already)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return set(user_ids)
+    rows = await session.execute(
+        sa.text(
+            "SELECT u FROM unnest(CAST(:ids AS text[])) AS u "
+            "WHERE pg_try_advisory_xact_lock(hashtextextended(u, 7210431))"
+        ),
+        {"ids": sorted(set(user_ids))},
+    )
+    return set(rows.scalars())
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A notification request that passed every check that needs no database: who sends it,

@@ -23,7 +23,12 @@ from sqlmodel import col, select
 
 from gateway.db import transaction
 from gateway.models import Notification, NotificationStatus
-from gateway.notifications import UsersSnapshot, apply_decision, snapshot_users
+from gateway.notifications import (
+    UsersSnapshot,
+    apply_decision,
+    snapshot_users,
+    try_lock_users,
+)
 from policies import Defer, Drop, DropReason, PolicySettings, Send, decide
 from policies.tiers import Tier
 
@@ -68,6 +73,11 @@ async def release_due_notifications(
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
         due = (await session.execute(query)).scalars().all()
+        # A user being accepted for right now could otherwise be counted under the cap twice,
+        # once here and once there. Their rows wait for the next run; never waiting for the lock
+        # (this transaction already holds row locks) is what keeps the two from deadlocking.
+        free = await try_lock_users(session, {notification.user_id for notification in due})
+        due = [notification for notification in due if notification.user_id in free]
         snapshot = await snapshot_users(
             session, {notification.user_id for notification in due}, now=now, policy=policy
         )

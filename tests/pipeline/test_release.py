@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
+from gateway.db import transaction
 from gateway.models import Notification
+from gateway.notifications import lock_users
 from gateway.release import RELEASE_RETRY_DELAY
 from tests.pipeline.conftest import TOKYO, Pipeline
 
@@ -229,3 +232,25 @@ async def test_a_notification_that_cannot_be_released_does_not_hold_back_the_res
         row = await session.get(Notification, broken["id"])
     assert row is not None and row.status == "deferred"
     assert row.deliver_at == pipeline.clock.now + RELEASE_RETRY_DELAY  # retried later
+
+
+async def test_release_leaves_a_user_being_accepted_for_to_the_next_run(
+    pipeline: Pipeline,
+) -> None:
+    """On PostgreSQL an acceptance holds its user's lock until it commits; the release job must
+    neither count that user under the cap beside it nor wait for it (it holds row locks)."""
+    if pipeline.settings.database.is_sqlite:
+        pytest.skip("SQLite runs one writer at a time: there is no side-by-side acceptance")
+    await pipeline.register(timezone=TOKYO)
+    notification = await deferred_for_tokyo_user(pipeline, tier="behavioral")
+    pipeline.clock.now = instant(notification["deliver_at"])
+
+    async with transaction(pipeline.sessions) as accepting:
+        await lock_users(accepting, ["u1"])  # an acceptance for u1, not yet committed
+        assert await pipeline.release_and_deliver() == 0
+    body = await pipeline.notification(notification["id"])
+    assert body["status"] == "deferred"
+
+    assert await pipeline.release_and_deliver() == 1  # the next run, once it has committed
+    body = await pipeline.notification(notification["id"])
+    assert body["status"] == "sent"
