@@ -256,6 +256,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
 
     MAX_ERROR_BODY_BYTES = 64 * 1024
     INACTIVITY_TIME = 60
+    MAX_UNFLUSHED_REQUESTS = 8  # framed requests held back for one write (see _flush_soon)
 
     def __init__(
         self,
@@ -284,6 +285,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
         self._window_opened = asyncio.Event()
         self._closing = False
         self._flush_scheduled = False
+        self._unflushed_requests = 0
         self._last_activity = loop.time()
         self.lost: asyncio.Future[None] = loop.create_future()
 
@@ -489,6 +491,7 @@ class _HardenedConnection(APNsTLSClientProtocol):
             self.close()
 
     def flush(self) -> None:
+        self._unflushed_requests = 0
         if self.transport is None or self.transport.is_closing():
             return
         if not self._closing:
@@ -498,9 +501,14 @@ class _HardenedConnection(APNsTLSClientProtocol):
             self.transport.write(data)
 
     def _flush_soon(self) -> None:
-        """Flush once the sends started in this loop iteration have all been framed: a burst
-        goes out in one TLS record and one system call instead of one per request."""
-        if not self._flush_scheduled:
+        """Write every MAX_UNFLUSHED_REQUESTS framed requests, and what is left at the end of
+        the loop iteration. A burst goes out in a few TLS records and system calls instead of
+        one each, and the server starts on its first requests while the rest are framed (one
+        write for the whole burst left it idle until the last one was)."""
+        self._unflushed_requests += 1
+        if self._unflushed_requests >= self.MAX_UNFLUSHED_REQUESTS:
+            self.flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._scheduled_flush)
 
