@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave-count", type=int, help="deferred notifications in the wave")
     parser.add_argument("--soak-minutes", type=float, help="length of the soak")
     parser.add_argument("--soak-rate", type=float, default=20.0, help="soak requests per second")
-    parser.add_argument("--delivery-count", type=int, default=500, help="sends per delivery run")
+    parser.add_argument("--delivery-count", type=int, default=2000, help="sends per delivery run")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))

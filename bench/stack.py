@@ -73,6 +73,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (every process, every core), from
+    ``/proc/stat``: with the simulator, the database server and the measured process sharing
+    the cores, this says whether the machine, not the code, was the limit."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set (Linux reports ``ru_maxrss`` in KiB)."""
     import resource  # noqa: PLC0415  (POSIX only; the benchmarks run on Linux)

@@ -130,6 +130,11 @@ class ClaimedDelivery:
         return self.notification.app
 
 
+# Delivery rounds one worker runs at once (see DeliveryWorker.drain): two lets one round's
+# claim and record overlap the other's sends.
+ROUNDS_IN_FLIGHT = 2
+
+
 @dataclass
 class RoundResult:
     """What one round did, for logs, metrics and tests."""
@@ -138,6 +143,13 @@ class RoundResult:
     outcomes: dict[Outcome, int] = field(default_factory=lambda: defaultdict(int))
     waiting_on_breaker: int = 0
     finished_notifications: int = 0
+
+    def add(self, other: RoundResult) -> None:
+        self.claimed += other.claimed
+        self.waiting_on_breaker += other.waiting_on_breaker
+        self.finished_notifications += other.finished_notifications
+        for outcome, count in other.outcomes.items():
+            self.outcomes[outcome] += count
 
 
 def unsendable_report(item: ClaimedDelivery, now: datetime) -> DeliveryReport | None:
@@ -227,20 +239,49 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                result = await self.run_round()
+                await self.drain()
             except Exception:
                 log.exception("delivery round failed; retrying after the poll interval")
-                result = RoundResult()
-            if result.claimed >= self.batch_size:
-                continue  # more is waiting: no pause
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
         log.info("delivery worker %s stopped", self.owner)
+
+    async def drain(self) -> RoundResult:
+        """Rounds back to back until a claim comes back short of a full batch (or :meth:`stop`).
+
+        The next batch is claimed, and starts sending, while the previous one is still being
+        sent and recorded: at most :data:`ROUNDS_IN_FLIGHT` rounds at once, so the database's
+        turn in one round overlaps the provider's in the other. ``concurrency_per_app`` holds
+        across them (one semaphore per app and platform)."""
+        total = RoundResult()
+        rounds: list[asyncio.Task[RoundResult]] = []
+        try:
+            while not self._stopping.is_set():
+                now = self.clock()
+                claimed = await self.claim(now)
+                if claimed:
+                    rounds.append(asyncio.create_task(self.deliver_claimed(claimed, now)))
+                if len(rounds) >= ROUNDS_IN_FLIGHT or (rounds and len(claimed) < self.batch_size):
+                    total.add(await rounds.pop(0))
+                if len(claimed) < self.batch_size:
+                    break
+        finally:
+            # a round that failed must not leave the other one running unawaited
+            for result in await asyncio.gather(*rounds, return_exceptions=True):
+                if isinstance(result, RoundResult):
+                    total.add(result)
+                elif isinstance(result, BaseException):
+                    log.error("delivery round failed", exc_info=result)
+        return total
 
     async def run_round(self) -> RoundResult:
         """Claim one batch of due deliveries, send it, record the results."""
         now = self.clock()
         claimed = await self.claim(now)
+        return await self.deliver_claimed(claimed, now)
+
+    async def deliver_claimed(self, claimed: list[ClaimedDelivery], now: datetime) -> RoundResult:
+        """Send a claimed batch and record the results."""
         result = RoundResult(claimed=len(claimed))
         settled = [(item, unsendable_report(item, now)) for item in claimed]
         unsendable = [(item, report) for item, report in settled if report is not None]
@@ -360,12 +401,15 @@ class DeliveryWorker:
             return
         provider = self.providers(app, "ios" if platform == "ios" else "android")
         limit = self._limit(app, platform)
-        chunk = self.config.concurrency_per_app
-        reports: list[DeliveryReport] = []
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
+
+        async def send_one(item: ClaimedDelivery) -> DeliveryReport:
+            # a sliding window: the next send starts as soon as any one answers, not when the
+            # slowest of a chunk does
             async with limit:
-                reports += await self._send(provider, part)
+                (report,) = await self._send(provider, [item])
+                return report
+
+        reports = list(await asyncio.gather(*(send_one(item) for item in items)))
         now = self.clock()
         recorded = await self.record_reports(items, reports, now)
         # only results this worker recorded count: a late one after a lost lease is not news

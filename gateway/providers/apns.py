@@ -738,6 +738,8 @@ class ApnsProvider:
 
     async def send(self, messages: Sequence[PushMessage]) -> list[DeliveryReport]:
         """One report per message, in order; never raises for provider or transport errors."""
+        if len(messages) == 1:  # the worker's sliding window sends one at a time: no task
+            return [await self.send_one(messages[0])]
         return list(await asyncio.gather(*(self.send_one(message) for message in messages)))
 
     async def send_one(self, message: PushMessage) -> DeliveryReport:

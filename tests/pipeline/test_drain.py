@@ -1,0 +1,81 @@
+"""The worker's drain (what ``DeliveryWorker.run`` does while work waits): rounds overlap, the
+next claimed and sent while the previous is still out, and ``concurrency_per_app`` still holds
+over both, as a sliding window rather than chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.simulators.apns import ApnsReply, ApnsSimulator
+from tests.pipeline.conftest import Pipeline, StartPipeline
+
+
+class PeakInFlight:
+    """The most requests the APNs simulator held at once, over all its connections."""
+
+    def __init__(self, apns: ApnsSimulator) -> None:
+        self.peak = 0
+        answer = apns._answer
+
+        def counting(*args: Any) -> ApnsReply:
+            in_flight = sum(len(connection.in_flight) for connection in apns._connections)
+            self.peak = max(self.peak, in_flight)
+            return answer(*args)
+
+        apns._answer = counting  # type: ignore[method-assign]
+
+
+async def queue_notifications(pipeline: Pipeline, users: int) -> list[str]:
+    ids = []
+    for index in range(users):
+        await pipeline.register(user_id=f"u{index}")
+        ids.append((await pipeline.send(user_id=f"u{index}", tier="transactional"))["id"])
+    return ids
+
+
+async def test_drain_overlaps_rounds_within_the_concurrency_limit(
+    start_pipeline: StartPipeline,
+) -> None:
+    pipeline = await start_pipeline(concurrency_per_app=3)
+    pipeline.worker.batch_size = 4  # 10 notifications: rounds of 4, 4 and 2
+    # each answer takes a while, so sends pile up against the limit
+    pipeline.apns.script(ApnsReply(delay=0.02))
+    peak = PeakInFlight(pipeline.apns)
+    ids = await queue_notifications(pipeline, 10)
+
+    result = await pipeline.worker.drain()
+
+    assert (result.claimed, result.finished_notifications) == (10, 10)
+    assert len(pipeline.apns.requests) == 10
+    assert peak.peak == 3  # the window was full, and never more than full
+    for notification_id in ids:
+        assert (await pipeline.notification(notification_id))["status"] == "sent"
+
+
+async def test_a_failing_round_does_not_lose_the_other(
+    start_pipeline: StartPipeline,
+) -> None:
+    pipeline = await start_pipeline()
+    pipeline.worker.batch_size = 2
+    ids = await queue_notifications(pipeline, 4)
+    real = pipeline.worker.deliver_claimed
+    calls = 0
+
+    async def first_round_breaks(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0)
+            raise RuntimeError("this round breaks")
+        return await real(*args)
+
+    pipeline.worker.deliver_claimed = first_round_breaks  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="this round breaks"):  # run() logs it and goes on
+        await pipeline.worker.drain()
+
+    statuses = [(await pipeline.notification(i))["status"] for i in ids]
+    assert statuses.count("sent") == 2  # the other round was seen through
+    assert statuses.count("queued") == 2  # leased, left for the lease to run out: not lost
