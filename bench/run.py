@@ -117,6 +117,17 @@ def findings(report: dict[str, Any]) -> list[str]:
                     "auth, validation, policy, storage and the answer together."
                 )
     for database, providers in report.get("delivery", {}).get("databases", {}).items():
+        apns = providers.get("apns")
+        if apns and apns["ratio_to_raw"] < GOALS["delivery"]:
+            notes.append(
+                f"APNs on {database}: {apns['pipeline_cpu_ms_per_delivery']:.2f} ms of CPU per "
+                f"delivery in the worker's process against {apns['raw_cpu_ms_per_send']:.2f} ms "
+                f"per raw send. The whole machine had {apns['raw_machine_cores_busy']:.2f} of "
+                f"{os.cpu_count()} cores busy during raw runs (client and simulator) and "
+                f"{apns['pipeline_machine_cores_busy']:.2f} during pipeline runs (worker, "
+                "simulator and the database server): the raw client saturates the machine, the "
+                "pipeline additionally waits on its database round trips."
+            )
         fcm = providers.get("fcm")
         if fcm and fcm["ratio_to_raw"] > 1:
             notes.append(
