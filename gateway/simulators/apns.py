@@ -471,7 +471,7 @@ class _ServerConnection(asyncio.Protocol):
         self.streams: dict[int, _IncomingStream] = {}
         self.in_flight: set[int] = set()
         self.outbound: dict[int, bytearray] = {}
-        self.timers: set[asyncio.TimerHandle] = set()
+        self.timers: dict[int, asyncio.TimerHandle] = {}  # delayed answers, by stream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -490,7 +490,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sim._connections.discard(self)
-        for timer in self.timers:
+        for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
 
@@ -577,12 +577,14 @@ class _ServerConnection(asyncio.Protocol):
         if reply.delay > 0:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(reply.delay, self.delayed_respond, stream_id, reply, apns_id)
-            self.timers.add(timer)
+            self.timers[stream_id] = timer
         else:
             self.respond(stream_id, reply, apns_id)
 
     def delayed_respond(self, stream_id: int, reply: ApnsReply, apns_id: str) -> None:
-        self.timers = {timer for timer in self.timers if not timer.cancelled()}
+        # a fired timer is forgotten here: keeping them all (a set pruned of the cancelled
+        # ones) grew with every answer and made each one cost as much as all before it
+        self.timers.pop(stream_id, None)
         if stream_id in self.in_flight:
             self.respond(stream_id, reply, apns_id)
             self.flush()

@@ -238,6 +238,22 @@ async def test_max_concurrent_streams_from_settings_is_respected() -> None:
     assert simulator.max_streams_in_flight == 5
 
 
+async def test_the_simulator_forgets_delayed_answers_once_sent() -> None:
+    """Each delayed answer's timer is dropped when it fires: kept, they made every answer cost
+    as much as all before it (a 200,000 release wave slowed to 80 answers a second)."""
+    async with ApnsSimulator() as simulator:
+        simulator.script(ApnsReply(delay=0.001))
+        provider = ApnsProvider(app_for(simulator), max_connections=1)
+        try:
+            async with asyncio.timeout(SAFETY_SECONDS):
+                reports = await provider.send([make_message() for _ in range(50)])
+            # the connection is still open: what it holds now, it would hold for ever
+            assert [len(connection.timers) for connection in simulator._connections] == [0]
+        finally:
+            await provider.close()
+        assert {r.outcome for r in reports} == {Outcome.SENT}
+
+
 async def test_503_for_a_while_then_recovery(
     apns_sim: ApnsSimulator, apns_provider: ApnsProvider
 ) -> None:
