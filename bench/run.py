@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.run                     # about 6 minutes on 2 cores
+    .venv/bin/python -m bench.run                     # about 5 minutes on 2 cores
     .venv/bin/python -m bench.run --full              # the sizes: 200,000-notification
-                                                      # wave, 10-minute soak (an hour or more)
+                                                      # wave per database, 10-minute soak
     .venv/bin/python -m bench.run --only ingest,policy
 
 Writes ``bench/results/report.json`` (every sample) and ``bench/results/report.md`` (the table).
@@ -197,7 +197,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows.append(
             (
                 f"Release wave, {wave['count']:,} deferred, {wave['database']} "
-                f"({wave['runs']} runs)",
+                f"({wave['runs']} run{'s' if wave['runs'] != 1 else ''})",
                 f"drained in {wave['drain_seconds']:.1f} s ({wave['delivered_per_second']:.0f}/s),"
                 f" peak RSS {wave['peak_rss_mib']:.0f} MiB"
                 f"{'' if wave['all_sent'] else '; NOT all sent'}",
