@@ -402,16 +402,34 @@ class DeliveryWorker:
         provider = self.providers(app, "ios" if platform == "ios" else "android")
         limit = self._limit(app, platform)
 
-        async def send_one(item: ClaimedDelivery) -> DeliveryReport:
+        held_until: list[datetime] = []
+
+        async def send_one(item: ClaimedDelivery) -> DeliveryReport | None:
             # a sliding window: the next send starts as soon as any one answers, not when the
             # slowest of a chunk does
             async with limit:
+                # the other round in flight may have opened the breaker while this one waited
+                if breaker.is_open(self.clock()):
+                    assert breaker.open_until is not None
+                    held_until.append(breaker.open_until)
+                    return None
                 (report,) = await self._send(provider, [item])
                 return report
 
-        reports = list(await asyncio.gather(*(send_one(item) for item in items)))
+        answers = await asyncio.gather(*(send_one(item) for item in items))
         now = self.clock()
-        recorded = await self.record_reports(items, reports, now)
+        held = [item for item, report in zip(items, answers, strict=True) if report is None]
+        if held:
+            await self._postpone(held, max(held_until), now)
+            result.waiting_on_breaker += len(held)
+        sent = [
+            (item, report)
+            for item, report in zip(items, answers, strict=True)
+            if report is not None
+        ]
+        if not sent:
+            return
+        recorded = await self.record_reports([i for i, _ in sent], [r for _, r in sent], now)
         # only results this worker recorded count: a late one after a lost lease is not news
         for report in recorded.reports:
             breaker.record(report.outcome, now)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.simulators.apns import ApnsReply, ApnsSimulator
-from tests.pipeline.conftest import Pipeline, StartPipeline
+from tests.pipeline.conftest import APP, Pipeline, StartPipeline
 
 
 class PeakInFlight:
@@ -79,3 +79,26 @@ async def test_a_failing_round_does_not_lose_the_other(
     statuses = [(await pipeline.notification(i))["status"] for i in ids]
     assert statuses.count("sent") == 2  # the other round was seen through
     assert statuses.count("queued") == 2  # leased, left for the lease to run out: not lost
+
+
+async def test_a_round_does_not_send_once_the_other_round_opened_the_breaker(
+    start_pipeline: StartPipeline,
+) -> None:
+    # threshold 3; rounds of 4 through a window of 2: the first round's four failures open
+    # the breaker while the second round's sends still wait for the window
+    pipeline = await start_pipeline(concurrency_per_app=2)
+    pipeline.worker.batch_size = 4
+    pipeline.apns.script(ApnsReply(503, "ServiceUnavailable", delay=0.1))
+    ids = await queue_notifications(pipeline, 8)
+
+    result = await pipeline.worker.drain()
+
+    breaker = pipeline.worker.breakers[(APP, "ios")]
+    assert breaker.is_open(pipeline.clock.now)
+    sent = len(pipeline.apns.requests)
+    assert sent < 8  # what was still waiting for the window when it opened did not go out
+    assert result.waiting_on_breaker == 8 - sent
+    deliveries = [(await pipeline.notification(i))["deliveries"][0] for i in ids]
+    # held back by the open breaker: not attempted, so no attempt used up
+    assert sorted(d["attempts"] for d in deliveries) == [0] * (8 - sent) + [1] * sent
+    assert {d["status"] for d in deliveries} == {"pending"}
