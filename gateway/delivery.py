@@ -223,6 +223,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        # deliveries of this worker's rounds in flight: never claimed again while they are out,
+        # even when a slow round outlives its lease (the owner name would match)
+        self._out: set[str] = set()
 
     # -- running -------------------------------------------------------------------------------
 
@@ -260,7 +263,9 @@ class DeliveryWorker:
                 now = self.clock()
                 claimed = await self.claim(now)
                 if claimed:
-                    rounds.append(asyncio.create_task(self.deliver_claimed(claimed, now)))
+                    out = {item.delivery_id for item in claimed}
+                    self._out |= out  # before the next claim's query is built
+                    rounds.append(asyncio.create_task(self._deliver_out(claimed, out, now)))
                 if len(rounds) >= ROUNDS_IN_FLIGHT or (rounds and len(claimed) < self.batch_size):
                     total.add(await rounds.pop(0))
                 if len(claimed) < self.batch_size:
@@ -273,6 +278,14 @@ class DeliveryWorker:
                 elif isinstance(result, BaseException):
                     log.error("delivery round failed", exc_info=result)
         return total
+
+    async def _deliver_out(
+        self, claimed: list[ClaimedDelivery], out: set[str], now: datetime
+    ) -> RoundResult:
+        try:
+            return await self.deliver_claimed(claimed, now)
+        finally:
+            self._out -= out
 
     async def run_round(self) -> RoundResult:
         """Claim one batch of due deliveries, send it, record the results."""
@@ -317,6 +330,8 @@ class DeliveryWorker:
                 .order_by(col(Delivery.next_attempt_at))
                 .limit(self.batch_size)
             )
+            if self._out:
+                query = query.where(col(Delivery.id).not_in(self._out))
             if self.use_skip_locked:
                 query = query.with_for_update(skip_locked=True)
             ids = list((await session.execute(query)).scalars())

@@ -102,3 +102,21 @@ async def test_a_round_does_not_send_once_the_other_round_opened_the_breaker(
     # held back by the open breaker: not attempted, so no attempt used up
     assert sorted(d["attempts"] for d in deliveries) == [0] * (8 - sent) + [1] * sent
     assert {d["status"] for d in deliveries} == {"pending"}
+
+
+async def test_a_round_that_outlives_its_lease_is_not_claimed_again_by_its_own_worker(
+    start_pipeline: StartPipeline,
+) -> None:
+    pipeline = await start_pipeline(lease_seconds=60)
+    pipeline.worker.batch_size = 2
+    pipeline.apns.script(ApnsReply(delay=0.3))  # the round is still out while the test looks
+    await queue_notifications(pipeline, 2)
+    draining = asyncio.create_task(pipeline.worker.drain())
+    await pipeline.apns.wait_for_requests(2)
+
+    pipeline.clock.advance(seconds=61)  # the round's lease ran out while it was sending
+    assert await pipeline.worker.claim(pipeline.clock()) == []
+
+    result = await draining
+    assert result.finished_notifications == 2
+    assert len(pipeline.apns.requests) == 2  # each sent once
