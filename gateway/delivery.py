@@ -433,25 +433,26 @@ class DeliveryWorker:
 
         answers = await asyncio.gather(*(send_one(item) for item in items))
         now = self.clock()
-        held = [item for item, report in zip(items, answers, strict=True) if report is None]
+        held, sent, reports = [], [], []
+        for item, report in zip(items, answers, strict=True):
+            if report is None:
+                held.append(item)
+            else:
+                sent.append(item)
+                reports.append(report)
         if held:
             await self._postpone(held, max(held_until), now)
             result.waiting_on_breaker += len(held)
-        sent = [
-            (item, report)
-            for item, report in zip(items, answers, strict=True)
-            if report is not None
-        ]
-        if not sent:
-            return
-        recorded = await self.record_reports([i for i, _ in sent], [r for _, r in sent], now)
-        # only results this worker recorded count: a late one after a lost lease is not news
-        for report in recorded.reports:
-            breaker.record(report.outcome, now)
-            self.metrics.deliveries.labels(provider_name, app, report.outcome).inc()
-            result.outcomes[report.outcome] += 1
+        if sent:
+            recorded = await self.record_reports(sent, reports, now)
+            # only results this worker recorded count: a late one after a lost lease is not news
+            for report in recorded.reports:
+                breaker.record(report.outcome, now)
+                self.metrics.deliveries.labels(provider_name, app, report.outcome).inc()
+                result.outcomes[report.outcome] += 1
+            result.finished_notifications += recorded.finished
+        # also when the whole group was held: the gauge says the breaker is open
         self.metrics.breaker_open.labels(provider_name, app).set(int(breaker.is_open(now)))
-        result.finished_notifications += recorded.finished
 
     async def _send(self, provider: Provider, items: list[ClaimedDelivery]) -> list[DeliveryReport]:
         messages = [push_message(item.notification, item.device) for item in items]
