@@ -32,9 +32,7 @@ import sys
 import timeit
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
-from policies import PolicySettings, Tier, UserFacts, decide, quiet_hours
+from policies import PolicySettings, Tier, UserFacts, decide
 
 GOAL_RATIO = 5.0
 RESULTS = Path(__file__).resolve().parent / "results" / "policy.json"
@@ -53,7 +51,7 @@ USER = UserFacts(
 SETTINGS = PolicySettings()
 
 CASES: dict[str, str] = {
-    "floor": "AFTERNOON.astimezone(ZoneInfo(ZONE))",
+    "floor": "AFTERNOON.astimezone(SETTINGS.zones.load(ZONE))",
     "send": "decide(AFTERNOON, Tier.PROMOTIONAL, EXPIRES, USER, SETTINGS)",
     "defer": "decide(NIGHT, Tier.PROMOTIONAL, EXPIRES, USER, SETTINGS)",
     "defer-cold": "clear_memo(); decide(NIGHT, Tier.PROMOTIONAL, EXPIRES, USER, SETTINGS)",
@@ -70,9 +68,8 @@ def _namespace() -> dict[str, object]:
         "SETTINGS": SETTINGS,
         "Tier": Tier,
         "ZONE": ZONE,
-        "ZoneInfo": ZoneInfo,
         "decide": decide,
-        "clear_memo": quiet_hours._stretch_memo.clear,
+        "clear_memo": SETTINGS.memo.clear,
     }
 
 

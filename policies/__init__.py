@@ -19,9 +19,15 @@ from policies.quiet_hours import (
     release_offset,
 )
 from policies.rules import cap_window_start, decide, resolve_expiry
-from policies.settings import FrequencyCap, PolicySettings, QuietWindow, UserFacts
+from policies.settings import (
+    FrequencyCap,
+    PolicySettings,
+    QuietWindow,
+    UserFacts,
+    resolve_timezone,
+)
 from policies.tiers import Tier
-from policies.timezones import is_valid_timezone, resolve_timezone
+from policies.timezones import is_valid_timezone
 
 __all__ = [
     "Classification",

@@ -15,10 +15,10 @@ candidates, so the first occurrence still ahead of `now` is chosen.
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from hashlib import blake2b
 from zoneinfo import ZoneInfo
 
+from policies.memo import DecisionMemo
 from policies.timezones import load_zone
 
 __all__ = [
@@ -35,9 +35,6 @@ _FIRST_SEARCH_DAYS = range(-1, 4)
 _MAX_SEARCH_DAYS = 14
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_SECOND = timedelta(seconds=1)
-# Memo of quiet stretches, see `quiet_stretch`; cleared wholesale when it grows past this.
-_STRETCH_MEMO_LIMIT = 4096
-_stretch_memo: dict[tuple[ZoneInfo, time, time], tuple[datetime, datetime, datetime]] = {}
 
 
 def is_quiet(local: time, start: time, end: time) -> bool:
@@ -85,11 +82,6 @@ def release_offset(user_id: str, spread_minutes: int) -> timedelta:
     """
     if spread_minutes <= 0:
         return timedelta(0)
-    return _release_offset(user_id, spread_minutes)
-
-
-@lru_cache(maxsize=8192)
-def _release_offset(user_id: str, spread_minutes: int) -> timedelta:
     # surrogatepass: a JSON body can carry a lone surrogate ("\\ud800") in a user id.
     digest = blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return timedelta(seconds=int.from_bytes(digest, "big") % (spread_minutes * 60))
@@ -121,11 +113,18 @@ def release_instant(
 
 
 def spread_release(
-    stretch: tuple[datetime, datetime], user_id: str, spread_minutes: int
+    stretch: tuple[datetime, datetime],
+    user_id: str,
+    spread_minutes: int,
+    memo: DecisionMemo | None = None,
 ) -> datetime:
-    """The release instant in an allowed `stretch` (from `quiet_stretch`), see `release_instant`."""
+    """The release instant in an allowed `stretch` (from `quiet_stretch`), see `release_instant`.
+    With a `memo`, the user's offset is remembered (a hash per deferral is a third of one)."""
     allowed_at, quiet_again_at = stretch
-    offset = release_offset(user_id, spread_minutes)
+    if memo is None:
+        offset = release_offset(user_id, spread_minutes)
+    else:
+        offset = memo.offset(user_id, spread_minutes, release_offset)
     allowed_for = quiet_again_at - allowed_at
     if offset >= allowed_for:
         # Whole seconds, rounded down: offset < spread, so the result stays < allowed_for.
@@ -146,27 +145,32 @@ def as_utc(instant: datetime, name: str) -> datetime:
 
 
 def quiet_stretch(
-    now_utc: datetime, zone: ZoneInfo, start: time, end: time
+    now_utc: datetime,
+    zone: ZoneInfo,
+    start: time,
+    end: time,
+    memo: DecisionMemo | None = None,
 ) -> tuple[datetime, datetime] | None:
     """(next allowed instant, next quiet instant after it) when `now_utc` is quiet, else None.
 
     `now_utc` must be an aware datetime in UTC (see `as_utc`).
 
-    Memoised per (zone, window) as the interval of `now` it is valid for: every instant in
-    [a queried now, its next allowed instant) is quiet and has that same answer, so a hit is
-    exact, not an approximation. This is what keeps a deferral cheap in a burst to one zone.
+    With a `memo`, the answer is remembered per (zone, window) with the interval of `now` it
+    is valid for: every instant in [a queried now, its next allowed instant) is quiet and has
+    that same answer, so a hit is exact, not an approximation. This is what keeps a deferral
+    cheap in a burst to one zone.
     """
     key = (zone, start, end)
-    memo = _stretch_memo.get(key)
-    if memo is not None and memo[0] <= now_utc < memo[1]:
-        return memo[1], memo[2]
+    if memo is not None:
+        remembered = memo.stretch(key, now_utc)
+        if remembered is not None:
+            return remembered
     if start == end or not is_quiet(now_utc.astimezone(zone).time(), start, end):
         return None
     allowed_at = _earliest_instant(now_utc, zone, start, end, quiet=False)
     quiet_again_at = _earliest_instant(allowed_at, zone, start, end, quiet=True)
-    if len(_stretch_memo) >= _STRETCH_MEMO_LIMIT:
-        _stretch_memo.clear()
-    _stretch_memo[key] = (now_utc, allowed_at, quiet_again_at)
+    if memo is not None:
+        memo.remember_stretch(key, now_utc, allowed_at, quiet_again_at)
     return allowed_at, quiet_again_at
 
 

@@ -6,11 +6,10 @@ Also the two pieces of arithmetic the gateway needs around it: when a notificati
 
 from datetime import datetime, timedelta
 
-from policies.decisions import Decision, Defer, Drop, DropReason, Send
+from policies.decisions import Decision, Drop, DropReason, Send
 from policies.quiet_hours import as_utc, quiet_stretch, spread_release
-from policies.settings import PolicySettings, UserFacts
+from policies.settings import PolicySettings, UserFacts, resolve_zone
 from policies.tiers import Tier
-from policies.timezones import resolve_zone
 
 __all__ = ["cap_window_start", "decide", "resolve_expiry"]
 
@@ -27,8 +26,6 @@ _FREQUENCY_CAPPED = Drop(DropReason.FREQUENCY_CAPPED)
 _TRANSACTIONAL = Tier.TRANSACTIONAL
 _BEHAVIORAL = Tier.BEHAVIORAL
 _PROMOTIONAL = Tier.PROMOTIONAL
-_DEFERRALS_LIMIT = 8192
-_deferrals: dict[datetime, Defer] = {}
 
 
 def decide(
@@ -71,19 +68,15 @@ def decide(
         return _SEND  # never deferred, never capped (only counted)
 
     window = user.quiet_hours or settings.quiet_hours
-    stretch = quiet_stretch(now_utc, resolve_zone(user, settings), window.start, window.end)
+    memo = settings.memo
+    stretch = quiet_stretch(now_utc, resolve_zone(user, settings), window.start, window.end, memo)
     if stretch is not None:
-        deliver_at = spread_release(stretch, user.user_id, settings.release_spread_minutes)
+        deliver_at = spread_release(stretch, user.user_id, settings.release_spread_minutes, memo)
         if expires_utc <= deliver_at:
             return _EXPIRES_DURING_QUIET_HOURS
-        # A frozen dataclass is slow to build (about one astimezone); a night's deferrals in
-        # one zone share a few thousand release instants, so share the values too.
-        deferral = _deferrals.get(deliver_at)
-        if deferral is None:
-            if len(_deferrals) >= _DEFERRALS_LIMIT:
-                _deferrals.clear()
-            deferral = _deferrals[deliver_at] = Defer(deliver_at)
-        return deferral
+        # A night's deferrals in one zone share a few thousand release instants: share the
+        # values too (see policies.memo).
+        return memo.deferral(deliver_at, "quiet_hours")
 
     cap = settings.frequency_caps.get(tier)
     if cap is not None and user.recent_counts.get(tier, 0) >= cap.max:

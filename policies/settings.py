@@ -8,17 +8,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from types import MappingProxyType
+from zoneinfo import ZoneInfo
 
+from policies.memo import DecisionMemo
 from policies.tiers import Tier
-from policies.timezones import is_valid_timezone
+from policies.timezones import ZoneDatabase, is_valid_timezone
 
 __all__ = [
+    "BEHAVIORAL_DEFAULT_OPT_IN",
     "DEFAULT_FREQUENCY_CAPS",
+    "DEFAULT_QUIET_HOURS",
+    "DEFAULT_RELEASE_SPREAD_MINUTES",
+    "DEFAULT_TIER",
+    "DEFAULT_TIMEZONE",
     "DEFAULT_TTL_SECONDS",
     "FrequencyCap",
     "PolicySettings",
     "QuietWindow",
     "UserFacts",
+    "resolve_timezone",
+    "resolve_zone",
 ]
 
 
@@ -57,6 +66,13 @@ class FrequencyCap:
             raise ValueError(f"frequency cap window_seconds must be > 0, got {self.window_seconds}")
 
 
+# The defaults of every policy knob, here and only here: the configuration file's defaults are
+# these values.
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_QUIET_HOURS = QuietWindow(time(22), time(8))
+DEFAULT_RELEASE_SPREAD_MINUTES = 30
+BEHAVIORAL_DEFAULT_OPT_IN = True
+DEFAULT_TIER = Tier.PROMOTIONAL  # the most restrictive: an unlabelled notification is a promo
 DEFAULT_TTL_SECONDS: Mapping[Tier, int] = MappingProxyType(
     {Tier.TRANSACTIONAL: 86_400, Tier.BEHAVIORAL: 86_400, Tier.PROMOTIONAL: 3 * 86_400}
 )
@@ -70,18 +86,25 @@ DEFAULT_FREQUENCY_CAPS: Mapping[Tier, FrequencyCap] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    """Operator policy; the defaults are SPEC §3's. Invalid values raise `ValueError`."""
+    """Operator policy. Invalid values raise `ValueError`.
 
-    default_timezone: str = "UTC"
-    quiet_hours: QuietWindow = QuietWindow(time(22), time(8))
-    release_spread_minutes: int = 30
-    behavioral_default_opt_in: bool = True
+    It also carries the zone database and the memo that keep decisions cheap (see
+    :mod:`policies.memo`): derived data that never changes an answer, owned by whoever holds
+    these settings.
+    """
+
+    default_timezone: str = DEFAULT_TIMEZONE
+    quiet_hours: QuietWindow = DEFAULT_QUIET_HOURS
+    release_spread_minutes: int = DEFAULT_RELEASE_SPREAD_MINUTES
+    behavioral_default_opt_in: bool = BEHAVIORAL_DEFAULT_OPT_IN
     default_ttl_seconds: Mapping[Tier, int] = field(default_factory=lambda: DEFAULT_TTL_SECONDS)
     frequency_caps: Mapping[Tier, FrequencyCap] = field(
         default_factory=lambda: DEFAULT_FREQUENCY_CAPS
     )
-    default_tier: Tier = Tier.PROMOTIONAL
+    default_tier: Tier = DEFAULT_TIER
     categories: Mapping[str, Tier] = field(default_factory=lambda: MappingProxyType({}))
+    zones: ZoneDatabase = field(default_factory=ZoneDatabase, compare=False, repr=False)
+    memo: DecisionMemo = field(default_factory=DecisionMemo, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not is_valid_timezone(self.default_timezone):
@@ -119,3 +142,26 @@ class UserFacts:
     recent_counts: Mapping[Tier, int] = field(default_factory=lambda: MappingProxyType({}))
     """Notifications of each tier counted in that tier's cap window ending at now
     (see `cap_window_start`)."""
+
+
+def resolve_zone(user: UserFacts, settings: PolicySettings) -> ZoneInfo:
+    """Like :func:`resolve_timezone`, but return the loaded zone."""
+    for name in (user.timezone, user.device_timezone):
+        if name:
+            zone = settings.zones.get(name)
+            if zone is not None:
+                return zone
+    return settings.zones.load(settings.default_timezone)
+
+
+def resolve_timezone(user: UserFacts, settings: PolicySettings) -> str:
+    """Return the IANA zone the user's local time is read in.
+
+    The user's preference, else the zone reported by their most recently seen device, else
+    ``settings.default_timezone``. A stored name that no longer loads (a typo that slipped in,
+    a zone removed from tzdata) falls through to the next source instead of failing delivery.
+    """
+    for name in (user.timezone, user.device_timezone):
+        if name and is_valid_timezone(name):
+            return name
+    return settings.default_timezone

@@ -1,72 +1,64 @@
-"""Looking up IANA time zones, and which one a user's local time is read in (SPEC §3 rule 6)."""
+"""IANA time zones from the pinned ``tzdata`` package.
+
+Zones are read from ``tzdata`` explicitly, never from the host's ``/usr/share/zoneinfo``: every
+machine then agrees on when quiet hours end, and the rules move only with a release of
+pushgate. The set of valid names is tzdata's own list, so a directory such as ``America`` or a
+data file shipped beside the zones is never taken for a zone.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from importlib import resources
+from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from policies.settings import PolicySettings, UserFacts
+__all__ = ["AVAILABLE_TIMEZONES", "ZoneDatabase", "is_valid_timezone", "load_zone"]
 
-__all__ = ["is_valid_timezone", "load_zone", "resolve_timezone", "resolve_zone"]
-
-
-# Zones by name, misses included (as None). Stored preferences are re-read on every decision,
-# and a bad name would otherwise cost a failed file lookup each time; a plain dict because this
-# lookup is on the decision's hot path. The tz database does not change under a running
-# process (zoneinfo caches its zones for the same reason). Cleared wholesale past the limit.
-_ZONE_CACHE_LIMIT = 4096
-_zones: dict[str, ZoneInfo | None] = {}
-
-
-def _zone_or_none(name: str) -> ZoneInfo | None:
-    try:
-        return _zones[name]
-    except KeyError:
-        pass
-    zone: ZoneInfo | None
-    try:
-        zone = ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError: empty or path-like names ("../x"); OSError: directories ("America").
-        zone = None
-    if len(_zones) >= _ZONE_CACHE_LIMIT:
-        _zones.clear()
-    _zones[name] = zone
-    return zone
+AVAILABLE_TIMEZONES: frozenset[str] = frozenset(
+    resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+)
+"""Every zone name tzdata ships, links such as ``US/Eastern`` included."""
 
 
 def is_valid_timezone(name: str) -> bool:
-    """Whether `name` is an IANA time zone this process can load (e.g. "Europe/Dublin")."""
-    return _zone_or_none(name) is not None
+    """Whether ``name`` is an IANA time zone of the pinned tzdata (e.g. "Europe/Dublin")."""
+    return name in AVAILABLE_TIMEZONES
 
 
 def load_zone(name: str) -> ZoneInfo:
-    """Return the `ZoneInfo` for `name`; raise `ValueError` naming it when it is unknown."""
-    zone = _zone_or_none(name)
-    if zone is None:
-        raise ValueError(f"unknown IANA time zone {name!r}")
-    return zone
+    """Read zone ``name`` from tzdata; raise ``ValueError`` naming it when it is unknown.
 
-
-def resolve_zone(user: UserFacts, settings: PolicySettings) -> ZoneInfo:
-    """Like `resolve_timezone`, but return the loaded zone."""
-    for name in (user.timezone, user.device_timezone):
-        if name:
-            zone = _zone_or_none(name)
-            if zone is not None:
-                return zone
-    return load_zone(settings.default_timezone)
-
-
-def resolve_timezone(user: UserFacts, settings: PolicySettings) -> str:
-    """Return the IANA zone the user's local time is read in.
-
-    The user's preference, else the zone reported by their most recently seen device, else
-    `settings.default_timezone`. A stored name that no longer loads (a typo that slipped in,
-    a zone removed from tzdata) falls through to the next source instead of failing delivery.
+    Each call reads and parses the zone (tens of microseconds): decisions go through a
+    :class:`ZoneDatabase`, which keeps what it loaded.
     """
-    for name in (user.timezone, user.device_timezone):
-        if name and _zone_or_none(name) is not None:
-            return name
-    return settings.default_timezone
+    if not is_valid_timezone(name):
+        raise ValueError(f"unknown IANA time zone {name!r}")
+    with resources.files("tzdata.zoneinfo").joinpath(*name.split("/")).open("rb") as data:
+        return ZoneInfo.from_file(data, key=name)
+
+
+class ZoneDatabase:
+    """Zones loaded from tzdata, kept by name for the life of this object.
+
+    One belongs to each :class:`~policies.settings.PolicySettings`, so the zones of a running
+    gateway are read once. The tz database does not change under a running process, and there
+    are only about 600 names, so nothing is ever evicted.
+    """
+
+    __slots__ = ("_zones",)
+
+    def __init__(self) -> None:
+        self._zones: dict[str, ZoneInfo] = {}
+
+    def get(self, name: str) -> ZoneInfo | None:
+        """Zone ``name``, or None when it is not an IANA zone."""
+        zone = self._zones.get(name)
+        if zone is None and is_valid_timezone(name):
+            zone = self._zones[name] = load_zone(name)
+        return zone
+
+    def load(self, name: str) -> ZoneInfo:
+        """Zone ``name``; raise ``ValueError`` naming it when it is unknown."""
+        zone = self.get(name)
+        if zone is None:
+            raise ValueError(f"unknown IANA time zone {name!r}")
+        return zone

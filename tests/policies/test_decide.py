@@ -2,7 +2,6 @@
 
 from datetime import UTC, datetime, time, timedelta
 from types import MappingProxyType
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,6 +22,7 @@ from policies import (
     resolve_expiry,
     resolve_timezone,
 )
+from policies.timezones import load_zone
 
 SETTINGS = PolicySettings()
 # 2024-06-03 12:00Z: 08:00 in New York (EDT), 13:00 in London (BST), 21:00 in Tokyo.
@@ -244,7 +244,7 @@ def test_naive_datetimes_are_rejected() -> None:
 def test_instants_in_a_zone_compare_as_instants_in_the_repeated_hour() -> None:
     # Python compares two datetimes sharing a tzinfo by wall time, ignoring fold: 01:30 EDT
     # and 01:30 EST on 2024-11-03 would be "equal". decide must see them an hour apart.
-    ny = ZoneInfo("America/New_York")
+    ny = load_zone("America/New_York")
     first = datetime(2024, 11, 3, 1, 30, tzinfo=ny)
     second = datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=ny)
     assert decide(first, Tier.TRANSACTIONAL, second, user(), SETTINGS) == Send()
@@ -286,7 +286,7 @@ def test_device_zone_decides_quiet_hours_without_a_preference() -> None:
 
 
 def test_resolve_expiry_order() -> None:
-    explicit = datetime(2024, 6, 4, 9, tzinfo=ZoneInfo("Europe/Paris"))
+    explicit = datetime(2024, 6, 4, 9, tzinfo=load_zone("Europe/Paris"))
     assert resolve_expiry(NOON, Tier.PROMOTIONAL, SETTINGS, expires_at=explicit) == explicit
     assert resolve_expiry(NOON, Tier.PROMOTIONAL, SETTINGS, ttl_seconds=60) == NOON + timedelta(
         seconds=60
@@ -302,7 +302,7 @@ def test_resolve_expiry_order() -> None:
 def test_resolve_expiry_counts_real_seconds_across_dst() -> None:
     # now = 2024-03-09 12:00 EST = 17:00Z. 86400 s later is 2024-03-10 17:00Z = 13:00 EDT;
     # wall-clock arithmetic in the zone would give 12:00 EDT = 16:00Z, an hour short.
-    now = datetime(2024, 3, 9, 12, tzinfo=ZoneInfo("America/New_York"))
+    now = datetime(2024, 3, 9, 12, tzinfo=load_zone("America/New_York"))
     expires = resolve_expiry(now, Tier.BEHAVIORAL, SETTINGS)
     assert expires == datetime(2024, 3, 10, 17, tzinfo=UTC)
     assert expires.utcoffset() == timedelta(0)
