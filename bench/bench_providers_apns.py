@@ -38,9 +38,8 @@ from pathlib import Path
 from aioapns import APNs, NotificationRequest, PushType
 from aioapns.connection import APNsProductionClientProtocol
 
-from gateway.config import AppConfig
-from gateway.providers.apns import ApnsProvider
-from gateway.providers.base import PushMessage
+from gateway.providers.apns import ApnsConfig, ApnsProvider
+from gateway.providers.base import AppProfile, PushMessage
 from gateway.simulators.apns import ApnsReply, ApnsSimulator
 from policies.tiers import Tier
 from tokens.reports import Outcome
@@ -73,7 +72,6 @@ def messages(count: int) -> list[PushMessage]:
     return [
         PushMessage(
             token=secrets.token_hex(32),
-            platform="ios",
             tier=Tier.TRANSACTIONAL,
             expires_at=expires_at,
             title="Your order shipped",
@@ -97,8 +95,12 @@ async def run(runs: int, sends: int) -> dict[str, list[float]]:
         dead: set[str] = set()
         simulator.script(ApnsReply(400, "BadDeviceToken"), token=lambda token: token in dead)
         raw = raw_client(simulator)
-        app = AppConfig(id="bench", apns=simulator.apns_config(TOPIC))
-        provider = ApnsProvider(app, send_timeout_seconds=60, max_connections=CONNECTIONS)
+        provider = ApnsProvider(
+            AppProfile(id="bench"),
+            ApnsConfig.model_validate(simulator.apns_config(TOPIC)),
+            send_timeout_seconds=60,
+            max_connections=CONNECTIONS,
+        )
 
         async def send_raw() -> int:
             batch = messages(sends)

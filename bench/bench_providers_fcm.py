@@ -39,9 +39,8 @@ import firebase_admin
 import google.auth.transport.requests
 from firebase_admin import credentials, messaging
 
-from gateway.config import AppConfig
-from gateway.providers.base import PushMessage
-from gateway.providers.fcm import FcmProvider
+from gateway.providers.base import AppProfile, PushMessage
+from gateway.providers.fcm import FcmConfig, FcmProvider
 from gateway.simulators.fcm import FcmSimulator
 from policies.tiers import Tier
 from tokens.reports import Outcome
@@ -77,7 +76,6 @@ def push_messages(count: int) -> list[PushMessage]:
     return [
         PushMessage(
             token=new_token(),
-            platform="android",
             tier=Tier.TRANSACTIONAL,
             expires_at=expires_at,
             title="Your order shipped",
@@ -121,8 +119,11 @@ class _Closed:
 async def provider_case(
     simulator: FcmSimulator, folder: Path
 ) -> tuple[Callable[[int], Awaitable[int]], Callable[[], Awaitable[None]]]:
-    app = AppConfig(id="bench-provider", fcm=simulator.fcm_config(folder, PROJECT))
-    provider = FcmProvider(app)
+    provider = FcmProvider(
+        AppProfile(id="bench-provider"),
+        FcmConfig.model_validate(simulator.fcm_config(folder, PROJECT)),
+        send_timeout_seconds=10.0,
+    )
 
     async def send(count: int) -> int:
         reports = await provider.send(push_messages(count))

@@ -14,6 +14,7 @@ the gateway allows itself, ``delivery.concurrency_per_app``, over as many connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import ssl
 import time
@@ -28,7 +29,7 @@ import google.auth.transport.requests
 from aioapns import APNs, NotificationRequest, PushType
 from aioapns.connection import APNsProductionClientProtocol
 from firebase_admin import credentials, messaging
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bench.bench_providers_fcm import new_token, raw_messages
 from bench.sims import APNS_TOPIC
@@ -43,14 +44,13 @@ from bench.stack import (
     settings_data,
     sqlite_url,
 )
-from gateway.api.app import system_clock
 from gateway.config import Settings
 from gateway.db import create_engine, session_factory, transaction, upgrade_database
-from gateway.delivery import DeliveryWorker, RoundResult
-from gateway.metrics import Metrics
+from gateway.delivery.worker import DeliveryWorker, RoundResult
 from gateway.models import Delivery, DeliveryStatus, Notification, NotificationStatus
 from gateway.providers.apns import ApnsProvider
-from gateway.providers.registry import ProviderRegistry
+from gateway.runtime import Role, Runtime, build_runtime
+from gateway.services.context import Clock, system_clock
 from tokens.models import Device
 
 Platform = str  # "ios" | "android"
@@ -126,19 +126,11 @@ async def seed_queued(
         )
 
 
-def new_worker(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], providers: ProviderRegistry
-) -> DeliveryWorker:
-    """The worker as ``pushgate serve`` builds it (no invalidation guard: every send succeeds)."""
-    return DeliveryWorker(
-        sessions,
-        providers,
-        settings.delivery,
-        clock=system_clock,
-        metrics=Metrics(),
-        use_skip_locked=not settings.database.is_sqlite,
-        batch_size=settings.delivery.release_batch_size,
-    )
+def worker_runtime(
+    settings: Settings, engine: AsyncEngine, clock: Clock = system_clock
+) -> contextlib.AbstractAsyncContextManager[Runtime]:
+    """The delivery side exactly as ``pushgate serve --worker-only`` builds it."""
+    return build_runtime(settings, role=Role.WORKER, engine=engine, clock=clock)
 
 
 async def drain(worker: DeliveryWorker) -> RoundResult:
@@ -230,8 +222,10 @@ async def measure_database(
     engine = create_engine(settings.database)
     await upgrade_database(engine)
     sessions = session_factory(engine)
-    providers = ProviderRegistry.from_settings(settings)
-    worker = new_worker(settings, sessions, providers)
+    stack = contextlib.AsyncExitStack()
+    runtime = await stack.enter_async_context(worker_runtime(settings, engine))
+    assert runtime.worker is not None
+    worker = runtime.worker
     raw_apns = raw_apns_client(sims.sections)
     raw_fcm_send, raw_fcm_close = await raw_fcm_case(sims.sections)
     samples: dict[str, list[float]] = {
@@ -300,7 +294,7 @@ async def measure_database(
     finally:
         raw_apns.pool.close()
         await raw_fcm_close()
-        await providers.close()
+        await stack.aclose()
         await engine.dispose()
     result: dict[str, Any] = {}
     for name in platforms:

@@ -108,12 +108,10 @@ async def serve(max_seconds: float) -> None:
         apns, fcm = CountingApnsSimulator(), CountingFcmSimulator()
         async with apns, fcm:
             sections: dict[str, Any] = {
-                "apns": apns.apns_config(APNS_TOPIC).model_dump(mode="json", exclude_none=True),
-                "fcm": fcm.fcm_config(Path(folder), FCM_PROJECT).model_dump(
-                    mode="json", exclude_none=True
-                ),
+                "apns": apns.apns_config(APNS_TOPIC),
+                "fcm": fcm.fcm_config(Path(folder), FCM_PROJECT),
             }
-            print(json.dumps(sections), flush=True)
+            print(json.dumps(sections, default=str), flush=True)
             commands = read_commands()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max_seconds

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import json
 import math
 import time
@@ -25,12 +26,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from bench.delivery import drain, new_worker, seed_devices
+from bench.delivery import drain, seed_devices, worker_runtime
 from bench.stack import (
     APP,
     SimulatorProcess,
@@ -41,12 +41,9 @@ from bench.stack import (
     sqlite_url,
 )
 from gateway.db import create_engine, session_factory, transaction, upgrade_database
-from gateway.metrics import Metrics
 from gateway.models import Notification, NotificationStatus
-from gateway.notifications import build_policy_settings
-from gateway.providers.registry import ProviderRegistry
-from gateway.scheduler import GatewayJobs
 from policies import Defer, Tier, UserFacts, decide
+from policies.timezones import load_zone
 
 ZONE = "America/New_York"
 SEED_BATCH = 5000
@@ -67,7 +64,7 @@ class SteppedClock:
 def quiet_hours_ending_soon(now: datetime) -> tuple[dict[str, str], datetime]:
     """Quiet hours (local HH:MM) that hold at ``now`` and end at the next full local minute
     (at least one minute ahead), and that end as an instant."""
-    local = now.astimezone(ZoneInfo(ZONE))
+    local = now.astimezone(load_zone(ZONE))
     end = (local + timedelta(minutes=2)).replace(second=0, microsecond=0)
     start = local - timedelta(hours=1)
     window = {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
@@ -81,7 +78,7 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
         data = settings_data(database_url, sims.sections, policy={"default_timezone": ZONE})
         data["policy"]["quiet_hours"] = window
         settings = make_settings(data)
-        policy = build_policy_settings(settings)
+        policy = settings.policy_settings()
         engine = create_engine(settings.database)
         await upgrade_database(engine)
         sessions = session_factory(engine)
@@ -125,18 +122,10 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
                 )
 
         clock = SteppedClock(quiet_end)
-        providers = ProviderRegistry.from_settings(settings)
-        worker = new_worker(settings, sessions, providers)
-        worker.clock = clock
-        jobs = GatewayJobs(
-            sessions,
-            settings,
-            policy,
-            worker,
-            clock=clock,
-            metrics=Metrics(),
-            skip_locked=not settings.database.is_sqlite,
-        )
+        stack = contextlib.AsyncExitStack()
+        runtime = await stack.enter_async_context(worker_runtime(settings, engine, clock))
+        assert runtime.worker is not None and runtime.jobs is not None
+        worker, jobs = runtime.worker, runtime.jobs
         spread = settings.policy.release_spread_minutes
         released_per_minute: list[int] = []
         delivered = 0
@@ -150,7 +139,7 @@ async def run_wave(count: int, database_url: str) -> dict[str, Any]:
                 delivered += (await drain(worker)).finished_notifications
         finally:
             elapsed = time.perf_counter() - started
-            await providers.close()
+            await stack.aclose()
         stats = await sims.stats()
         async with sessions() as session:
             statuses = dict(

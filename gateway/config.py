@@ -14,23 +14,40 @@ import re
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SkipValidation,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.providers.base import AppProfile
+from gateway.providers.registry import PROVIDERS
+from policies.settings import (
+    BEHAVIORAL_DEFAULT_OPT_IN,
+    DEFAULT_FREQUENCY_CAPS,
+    DEFAULT_QUIET_HOURS,
+    DEFAULT_RELEASE_SPREAD_MINUTES,
+    DEFAULT_TIER,
+    DEFAULT_TIMEZONE,
+    DEFAULT_TTL_SECONDS,
+    FrequencyCap,
+    PolicySettings,
+    QuietWindow,
+)
 from policies.tiers import Tier
+from policies.timezones import is_valid_timezone
+from tokens.models import Platform
 
 CONFIG_ENV = "PUSHGATE_CONFIG"
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 class ConfigError(Exception):
@@ -41,7 +58,7 @@ def parse_hhmm(value: object) -> time:
     """Parse ``"HH:MM"`` (24-hour clock) into a :class:`datetime.time`."""
     if isinstance(value, time):
         return value
-    if not isinstance(value, str) or not _HHMM.match(value):
+    if not isinstance(value, str) or not _HHMM.fullmatch(value):
         raise ValueError(f"expected a 24-hour time as 'HH:MM' (00:00-23:59), got {value!r}")
     hours, minutes = value.split(":")
     return time(int(hours), int(minutes))
@@ -49,12 +66,8 @@ def parse_hhmm(value: object) -> time:
 
 def validate_timezone_name(value: str) -> str:
     """Accept IANA names only (``Europe/Paris``); fixed offsets such as ``+05:00`` are refused."""
-    if not isinstance(value, str) or not value or value.startswith(("+", "-")) or ".." in value:
+    if not isinstance(value, str) or not is_valid_timezone(value):
         raise ValueError(f"{value!r} is not an IANA time zone name such as 'Europe/Paris'")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not an IANA time zone name such as 'Europe/Paris'") from exc
     return value
 
 
@@ -89,8 +102,8 @@ class DatabaseConfig(_Section):
 
 
 class QuietHoursConfig(_Section):
-    start: time = time(22, 0)
-    end: time = time(8, 0)
+    start: time = DEFAULT_QUIET_HOURS.start
+    end: time = DEFAULT_QUIET_HOURS.end
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -104,21 +117,21 @@ class FrequencyCapConfig(_Section):
 
 
 def _default_ttls() -> dict[Tier, int]:
-    return {Tier.TRANSACTIONAL: 86_400, Tier.BEHAVIORAL: 86_400, Tier.PROMOTIONAL: 3 * 86_400}
+    return dict(DEFAULT_TTL_SECONDS)
 
 
 def _default_caps() -> dict[Tier, FrequencyCapConfig]:
     return {
-        Tier.PROMOTIONAL: FrequencyCapConfig(max=2, window_seconds=86_400),
-        Tier.BEHAVIORAL: FrequencyCapConfig(max=6, window_seconds=86_400),
+        tier: FrequencyCapConfig(max=cap.max, window_seconds=cap.window_seconds)
+        for tier, cap in DEFAULT_FREQUENCY_CAPS.items()
     }
 
 
 class PolicyConfig(_Section):
-    default_timezone: str = "UTC"
-    default_tier: Tier = Tier.PROMOTIONAL
-    behavioral_default_opt_in: bool = True
-    release_spread_minutes: int = Field(default=30, ge=1, le=240)
+    default_timezone: str = DEFAULT_TIMEZONE
+    default_tier: Tier = DEFAULT_TIER
+    behavioral_default_opt_in: bool = BEHAVIORAL_DEFAULT_OPT_IN
+    release_spread_minutes: int = Field(default=DEFAULT_RELEASE_SPREAD_MINUTES, ge=1, le=240)
     quiet_hours: QuietHoursConfig = QuietHoursConfig()
     default_ttl_seconds: dict[Tier, Annotated[int, Field(ge=1)]] = Field(
         default_factory=_default_ttls
@@ -180,41 +193,55 @@ class ApiKeyConfig(_Section):
         return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class ApnsConfig(_Section):
-    topic: str = Field(min_length=1)
-    team_id: str | None = None
-    key_id: str | None = None
-    key_file: Path | None = None
-    cert_file: Path | None = None  # certificate auth: a PEM holding certificate and private key
-    environment: Literal["production", "sandbox"] = "production"
-    endpoint: str | None = None  # "https://host:port", overrides Apple's hosts (simulators, tests)
-    ca_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_auth_mode(self) -> ApnsConfig:
-        token_auth = (self.team_id, self.key_id, self.key_file)
-        if self.cert_file is None and not all(token_auth):
-            raise ValueError(
-                "set team_id, key_id and key_file for token auth, or cert_file for certificate auth"
-            )
-        if self.cert_file is not None and any(token_auth):
-            raise ValueError("choose one auth mode: token (team_id/key_id/key_file) or cert_file")
-        return self
-
-
-class FcmConfig(_Section):
-    service_account_file: Path
-    project_id: str | None = None  # defaults to the service account's project_id
-    endpoint: str | None = None  # base URL replacing https://fcm.googleapis.com (simulators, tests)
-    ca_file: Path | None = None
-
-
 class AppConfig(_Section):
+    """``[[apps]]``: one app, with a section per provider it delivers through (``[apps.apns]``,
+    ``[apps.fcm]``: each provider validates its own)."""
+
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     time_sensitive: bool = False
     channels: dict[Tier, str] = Field(default_factory=dict)
-    apns: ApnsConfig | None = None
-    fcm: FcmConfig | None = None
+    providers: dict[str, SkipValidation[BaseModel]] = Field(default_factory=dict)
+    """Each configured provider's section, by provider name; filled from the sections."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_sections(cls, data: Any) -> Any:
+        """Validate each ``[apps.<provider>]`` section with that provider's own model, keeping
+        the section's name in the location of any error (``apps.0.apns.topic``)."""
+        if not isinstance(data, dict) or "providers" in data:
+            return data
+        data = dict(data)
+        sections: dict[str, BaseModel] = {}
+        for name, provider in PROVIDERS.items():
+            section = data.pop(name, None)
+            if section is None:
+                continue
+            try:
+                sections[name] = provider.config_model.model_validate(section)
+            except ValidationError as exc:
+                raise ValidationError.from_exception_data(
+                    exc.title,
+                    [
+                        InitErrorDetails(
+                            type=error["type"],
+                            loc=(name, *error["loc"]),
+                            input=error["input"],
+                            ctx=error.get("ctx", {}),
+                        )
+                        for error in exc.errors()
+                    ],
+                ) from None
+        data["providers"] = sections
+        return data
+
+    @property
+    def profile(self) -> AppProfile:
+        """What a provider needs to know about this app."""
+        return AppProfile(id=self.id, time_sensitive=self.time_sensitive, channels=self.channels)
+
+    def provider_config(self, provider: str) -> BaseModel | None:
+        """The ``[apps.<provider>]`` section, or None when the app has none."""
+        return self.providers.get(provider)
 
 
 class SandboxConfig(_Section):
@@ -234,16 +261,20 @@ class DeliveryConfig(_Section):
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
 
-def _default_stale_days() -> dict[Literal["ios", "android"], int]:
-    # FCM treats a token unused for 270 days as expired; iOS follows the same default
-    return {"ios": 270, "android": 270}
+def _default_stale_days() -> dict[Platform, int]:
+    # FCM treats a token unused for 270 days as expired; every platform follows that default
+    return dict.fromkeys(Platform, 270)
 
 
 class TokensConfig(_Section):
-    stale_after_days: dict[Literal["ios", "android"], Annotated[int, Field(ge=1)]] = Field(
+    stale_after_days: dict[Platform, Annotated[int, Field(ge=1)]] = Field(
         default_factory=_default_stale_days
     )
     mass_invalidation_window_seconds: int = Field(default=300, ge=10)
+
+    def stale_days_by_platform(self) -> dict[str, int]:
+        return {str(platform): days for platform, days in self.stale_after_days.items()}
+
     mass_invalidation_min_sends: int = Field(default=50, ge=1)
     mass_invalidation_ratio: float = Field(default=0.5, gt=0, le=1)
 
@@ -304,16 +335,34 @@ class Settings(BaseSettings):
                     f"configured apps are {app_ids}"
                 )
         if not self.sandbox.enabled:
+            sections = " or ".join(f"[apps.{name}]" for name in PROVIDERS)
             for app in self.apps:
-                if app.apns is None and app.fcm is None:
+                if not app.providers:
                     raise ValueError(
-                        f"apps[{app.id}] has neither [apps.apns] nor [apps.fcm]: add credentials "
+                        f"apps[{app.id}] has no {sections} section: add credentials "
                         "or set [sandbox] enabled = true to use the built-in simulators"
                     )
         return self
 
     def app(self, app_id: str) -> AppConfig | None:
         return next((app for app in self.apps if app.id == app_id), None)
+
+    def policy_settings(self) -> PolicySettings:
+        """The pure policy engine's view of ``[policy]`` and ``[categories]``."""
+        policy = self.policy
+        return PolicySettings(
+            default_timezone=policy.default_timezone,
+            quiet_hours=QuietWindow(policy.quiet_hours.start, policy.quiet_hours.end),
+            release_spread_minutes=policy.release_spread_minutes,
+            behavioral_default_opt_in=policy.behavioral_default_opt_in,
+            default_ttl_seconds=dict(policy.default_ttl_seconds),
+            frequency_caps={
+                tier: FrequencyCap(max=cap.max, window_seconds=cap.window_seconds)
+                for tier, cap in policy.frequency_caps.items()
+            },
+            default_tier=policy.default_tier,
+            categories=dict(self.categories),
+        )
 
 
 def _describe(error: ValidationError) -> str:
@@ -358,10 +407,13 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    for app in data.get("apps", []):
-        for section in ("apns", "fcm"):
-            table = app.get(section) or {}
-            for field in ("key_file", "cert_file", "ca_file", "service_account_file"):
+    apps = data.get("apps")
+    for app in apps if isinstance(apps, list) else []:
+        for name, provider in PROVIDERS.items():
+            table = app.get(name) if isinstance(app, dict) else None
+            if not isinstance(table, dict):
+                continue
+            for field in provider.path_fields():
                 value = table.get(field)
                 if isinstance(value, str) and not Path(value).is_absolute():
                     table[field] = str(base / value)

@@ -37,6 +37,19 @@ class DeliveryStatus(StrEnum):
     INVALID_TOKEN = "invalid_token"
 
 
+class DeliveryEnd(StrEnum):
+    """Why a delivery ended (``deliveries.end_reason``; null while it is pending). The
+    ``error`` column keeps the provider's own words; this says what they came to."""
+
+    DELIVERED = "delivered"  # the provider accepted it
+    TOKEN_DEAD = "token_dead"  # the provider said the token will never work again
+    REJECTED = "rejected"  # the provider refused this message for good (auth, size ...)
+    EXPIRED = "expired"  # the notification ran out of time before it could be sent
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # transient failures until the attempt limit
+    CANCELLED = "cancelled"  # its notification was cancelled
+    DEVICE_UNAVAILABLE = "device_unavailable"  # the device was unregistered, died or went stale
+
+
 class Preference(SQLModel, table=True):
     __tablename__ = "preferences"
 
@@ -107,6 +120,7 @@ class Delivery(SQLModel, table=True):
     attempts: int = 0
     provider_id: str | None = Field(default=None, max_length=256)
     error: str | None = Field(default=None, max_length=256)
+    end_reason: str | None = Field(default=None, max_length=32)
     next_attempt_at: datetime = Field(sa_column=utc_column())
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

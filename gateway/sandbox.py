@@ -1,9 +1,9 @@
-"""Sandbox mode: apps without credentials deliver to in-process APNs and FCM simulators.
+"""Sandbox mode: apps without credentials deliver to in-process simulators of each provider.
 
-With ``[sandbox] enabled = true``, :func:`start_sandbox` starts the simulators (real HTTP/2 over
-TLS for APNs, HTTP v1 plus the OAuth2 token endpoint for FCM) and returns the settings with
-each credential-less app pointed at them, so the whole data path, real client libraries
-included, runs without an Apple or Google account.
+With ``[sandbox] enabled = true``, :func:`start_sandbox` starts each registered provider's
+simulator (real HTTP/2 over TLS for APNs, HTTP v1 plus the OAuth2 token endpoint for FCM) and
+returns the settings with each missing provider section pointed at it, so the whole data path,
+real client libraries included, runs without an Apple or Google account.
 """
 
 from __future__ import annotations
@@ -15,15 +15,20 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from gateway.config import Settings
-from gateway.simulators.apns import ApnsSimulator
-from gateway.simulators.fcm import FcmSimulator
+from gateway.providers.registry import PROVIDERS
 
 log = logging.getLogger(__name__)
 
 
 def apps_needing_sandbox(settings: Settings) -> list[str]:
-    return [app.id for app in settings.apps if app.apns is None or app.fcm is None]
+    return [
+        app.id
+        for app in settings.apps
+        if any(app.provider_config(name) is None for name in PROVIDERS)
+    ]
 
 
 @asynccontextmanager
@@ -37,21 +42,20 @@ async def start_sandbox(settings: Settings) -> AsyncIterator[Settings]:
     folder = Path(tempfile.mkdtemp(prefix="pushgate-sandbox-"))
     async with AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, folder, True)
-        apns = await stack.enter_async_context(ApnsSimulator())
-        fcm = await stack.enter_async_context(FcmSimulator())
+        simulators = {}
+        for name, provider in PROVIDERS.items():
+            if any(app.provider_config(name) is None for app in settings.apps):
+                simulators[name] = await stack.enter_async_context(provider.simulator())
         apps = []
         for app in settings.apps:
-            updates: dict[str, object] = {}
-            if app.apns is None:
-                updates["apns"] = apns.apns_config(topic=f"sandbox.{app.id}")
-            if app.fcm is None:
-                updates["fcm"] = fcm.fcm_config(folder, project_id=f"sandbox-{app.id}")
-            apps.append(app.model_copy(update=updates))
+            sections: dict[str, BaseModel] = dict(app.providers)
+            for name, simulator in simulators.items():
+                if name not in sections:
+                    sections[name] = PROVIDERS[name].sandbox_config(simulator, app.id, folder)
+            apps.append(app.model_copy(update={"providers": sections}))
         log.warning(
-            "SANDBOX MODE: apps %s deliver to the built-in simulators (APNs %s, FCM %s), "
-            "not to Apple or Google",
+            "SANDBOX MODE: apps %s deliver to the built-in simulators (%s), not to Apple or Google",
             ", ".join(needing),
-            apns.endpoint,
-            fcm.endpoint,
+            ", ".join(f"{name} {simulator.endpoint}" for name, simulator in simulators.items()),
         )
         yield settings.model_copy(update={"apps": apps})

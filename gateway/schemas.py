@@ -1,16 +1,17 @@
-"""Request and response bodies of the HTTP API.
+"""The shapes of what the gateway takes and gives: request and response bodies.
 
-These pydantic models validate every request and are also the source of ``/openapi.json``, so
-the published contract cannot drift from what the code accepts. Validation failures that have a
-code of their own in SPEC §5 (``invalid_timezone``, ``invalid_token``) are raised as
-:class:`PydanticCustomError` with that code as the error type, and the API maps it to the code.
+These pydantic models validate every request (the services parse with them, whoever calls) and
+are also the source of ``/openapi.json``, so the published contract cannot drift from what the
+code accepts. Validation failures that have an error code of their own (``invalid_timezone``,
+``invalid_token``) are raised as :class:`PydanticCustomError` with that code as the error type,
+and :func:`validation_error` turns them into the matching :mod:`gateway.errors` error.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,18 +20,22 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from gateway.config import parse_hhmm, validate_timezone_name
+from gateway.errors import FieldError, InvalidTimezone, InvalidToken, ValidationFailed
+from gateway.providers.registry import provider_for
 from policies.tiers import Tier
+from tokens.models import Environment, Permission, Platform
+
+M = TypeVar("M", bound=BaseModel)
 
 MAX_TTL_SECONDS = 28 * 86_400  # FCM's maximum; APNs stores for about 30 days
-MAX_FCM_TOKEN_LENGTH = 4096
-_APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
-_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]+$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+MAX_TOKEN_LENGTH = 4096
+_LOCALE = re.compile(r"[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
 
 
 def _timezone(value: str) -> str:
@@ -49,26 +54,17 @@ def _hhmm(value: str) -> str:
 
 
 def _locale(value: str) -> str:
-    if not _LOCALE.match(value):
+    if not _LOCALE.fullmatch(value):
         raise PydanticCustomError("invalid_request", "expected a locale such as 'en' or 'pt-BR'")
     return value
 
 
-def check_device_token(platform: str, token: str) -> str:
-    """Raise ``invalid_token`` unless ``token`` looks like a token of ``platform``."""
-    if platform == "ios":
-        if not _APNS_TOKEN.match(token) or len(token) % 2:
-            raise PydanticCustomError(
-                "invalid_token",
-                "an APNs device token is hexadecimal, 64 characters for 32 bytes "
-                "(got {length} characters)",
-                {"length": len(token)},
-            )
-    elif not token or len(token) > MAX_FCM_TOKEN_LENGTH or not _FCM_TOKEN.match(token):
-        raise PydanticCustomError(
-            "invalid_token",
-            "an FCM registration token is 1-4096 characters of letters, digits and '_-:.'",
-        )
+def check_device_token(platform: Platform, token: str) -> str:
+    """Raise ``invalid_token`` unless ``token`` looks like a token of ``platform``'s provider."""
+    try:
+        provider_for(platform).validate_token(token)
+    except ValueError as exc:
+        raise PydanticCustomError("invalid_token", str(exc)) from None
     return token
 
 
@@ -92,15 +88,15 @@ class _Out(BaseModel):
 class DeviceRegistration(_Body):
     user_id: UserId
     app: AppId | None = None
-    platform: Literal["ios", "android"]
-    token: Annotated[str, StringConstraints(max_length=MAX_FCM_TOKEN_LENGTH)]
-    environment: Literal["production", "sandbox"] | None = Field(
+    platform: Platform
+    token: Annotated[str, StringConstraints(max_length=MAX_TOKEN_LENGTH)]
+    environment: Environment | None = Field(
         default=None, description="APNs environment of an iOS token; defaults to the app's"
     )
     timezone: TimezoneName | None = None
     locale: Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)] | None = None
-    permission: Literal["granted", "provisional", "denied", "unknown"] | None = None
-    replaces: Annotated[str, StringConstraints(max_length=MAX_FCM_TOKEN_LENGTH)] | None = Field(
+    permission: Permission | None = None
+    replaces: Annotated[str, StringConstraints(max_length=MAX_TOKEN_LENGTH)] | None = Field(
         default=None, description="the token this one refreshes; it is retired"
     )
 
@@ -241,3 +237,36 @@ class Problem(BaseModel):
 
 class BatchResult(BaseModel):
     results: list[NotificationOut | Problem]
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def validation_error(exc: ValidationError, *, prefix: str = "") -> ValidationFailed:
+    """Translate pydantic's errors into a 422 naming every field, with the specific codes for
+    time zones and device tokens."""
+    errors: list[FieldError] = []
+    kinds: set[str] = set()
+    for item in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"])
+        errors.append(FieldError(field=f"{prefix}{location}" or "(body)", message=item["msg"]))
+        kinds.add(item["type"])
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    if "invalid_timezone" in kinds:
+        return InvalidTimezone(summary, errors=errors)
+    if "invalid_token" in kinds:
+        return InvalidToken(summary, errors=errors)
+    return ValidationFailed(summary, errors=errors)
+
+
+def parse_model(model: type[M], payload: Any) -> M:
+    """``payload`` (decoded JSON) as ``model``; 422 naming every invalid field otherwise."""
+    if not isinstance(payload, dict):
+        raise ValidationFailed(
+            "the request body must be a JSON object",
+            errors=[FieldError(field="(body)", message="expected a JSON object")],
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_error(exc) from None

@@ -14,7 +14,6 @@ import fcntl
 import logging
 import signal
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,24 +22,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import redaction
-from gateway.api.app import init_app, no_dispatch, system_clock
+from gateway.api.app import init_app
 from gateway.config import Settings
-from gateway.db import create_engine, schema_state, session_factory, upgrade_database
-from gateway.delivery import DeliveryWorker
-from gateway.metrics import Metrics
-from gateway.notifications import build_policy_settings
-from gateway.providers.registry import ProviderRegistry
-from gateway.sandbox import start_sandbox
-from gateway.scheduler import GatewayJobs
-from tokens.feedback import InvalidationGuard
+from gateway.db import create_engine, schema_state, upgrade_database
+from gateway.runtime import Role, build_runtime
 
 log = logging.getLogger(__name__)
-
-
-class Role(StrEnum):
-    ALL = "all"
-    API = "api"
-    WORKER = "worker"
 
 
 class StartupError(Exception):
@@ -112,66 +99,30 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    delivers = role in (Role.ALL, Role.WORKER)
 
     async with contextlib.AsyncExitStack() as stack:
-        if delivers:
+        if role.delivers:
             stack.enter_context(sqlite_delivery_lock(settings))
-            settings = await stack.enter_async_context(start_sandbox(settings))
         engine = create_engine(settings.database)
         stack.push_async_callback(engine.dispose)
         await prepare_schema(engine)
-        sessions = session_factory(engine)
-        metrics = Metrics()
-        policy = build_policy_settings(settings)
-        worker: DeliveryWorker | None = None
-        if delivers:
-            providers = ProviderRegistry.from_settings(settings)
-            stack.push_async_callback(providers.close)
-            worker = DeliveryWorker(
-                sessions,
-                providers,
-                settings.delivery,
-                clock=system_clock,
-                metrics=metrics,
-                guard=InvalidationGuard(
-                    window_seconds=settings.tokens.mass_invalidation_window_seconds,
-                    min_sends=settings.tokens.mass_invalidation_min_sends,
-                    ratio=settings.tokens.mass_invalidation_ratio,
-                ),
-                use_skip_locked=not settings.database.is_sqlite,
-                batch_size=settings.delivery.release_batch_size,
-            )
-            jobs = GatewayJobs(
-                sessions,
-                settings,
-                policy,
-                worker,
-                clock=system_clock,
-                metrics=metrics,
-                skip_locked=not settings.database.is_sqlite,
-            )
+        runtime = await stack.enter_async_context(build_runtime(settings, role=role, engine=engine))
+        if runtime.worker is not None and runtime.jobs is not None:
+            worker = runtime.worker
             scheduler = AsyncIOScheduler(timezone="UTC")
-            jobs.schedule(scheduler)
+            runtime.jobs.schedule(scheduler)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
             worker_task = asyncio.create_task(worker.run(), name="delivery-worker")
 
             async def stop_worker() -> None:
-                assert worker is not None
                 worker.stop()
                 await worker_task
 
             stack.push_async_callback(stop_worker)
             log.info("delivery worker and scheduler started (%s)", worker.owner)
-        if role in (Role.ALL, Role.API):
-            app = init_app(
-                settings,
-                engine=engine,
-                metrics=metrics,
-                dispatch=worker.wake if worker is not None else no_dispatch,
-            )
-            runner = web.AppRunner(app, access_log=None)
+        if role.accepts:
+            runner = web.AppRunner(init_app(runtime), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, settings.server.host, settings.server.port)

@@ -1,15 +1,15 @@
 """Pruning from provider feedback: turning ``TOKEN_DEAD`` reports into token invalidations.
 
-SPEC §4: a token is marked ``invalid`` (with the provider's reason, the time and the actor, plus
-an audit event) when the provider says it is dead; it is purged later by the cleanup command,
+A token is marked ``invalid`` (with the provider's reason, the time and the actor, plus an
+audit event) when the provider says it is dead; it is purged later by the cleanup command,
 never silently. Two exceptions keep a "dead" token:
 
-- APNs 410 ``Unregistered`` carries the instant Apple last knew the token to be invalid. If the
-  app registered the token again after that instant, the report is older news than the
-  registration and the token stays (`Apple: handling notification responses
-  <https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns>`_).
-- :class:`InvalidationGuard` sees that an app's sends are failing ``BadDeviceToken`` en masse,
-  which means a wrong environment or certificate rather than a million dead phones; while it is
+- A report may carry the instant the provider last knew the token to be invalid (APNs does,
+  for ``Unregistered``). If the app registered the token again after that instant, the report
+  is older news than the registration and the token stays.
+- :class:`InvalidationGuard` sees that an app's sends are failing with answers the provider
+  marks as misconfiguration (a wrong APNs environment or topic, another FCM project) en masse,
+  which means our configuration is wrong rather than a million phones are dead; while it is
   in alarm nothing of that app is invalidated.
 
 Reports with any other outcome (sent, retry, failed: auth errors, 413, 429, 5xx) never touch the
@@ -26,13 +26,11 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokens.models import Device, DeviceStatus, Platform, TokenEventKind, token_suffix
+from tokens.models import Device, DeviceStatus, TokenEventKind, token_suffix
 from tokens.registry import record_event
 from tokens.reports import DeliveryReport, Outcome
 
 log = logging.getLogger(__name__)
-
-APNS_UNREGISTERED = "Unregistered"
 
 
 class TokenOutcome(StrEnum):
@@ -96,10 +94,7 @@ async def apply_report(
 
 def _reregistered_since(device: Device, report: DeliveryReport) -> bool:
     return (
-        device.platform == Platform.IOS
-        and report.reason == APNS_UNREGISTERED
-        and report.token_invalid_since is not None
-        and device.last_seen_at > report.token_invalid_since
+        report.token_invalid_since is not None and device.last_seen_at > report.token_invalid_since
     )
 
 
@@ -116,17 +111,11 @@ class InvalidationGuard:
     In memory, one per process. Counts every send result per app in a sliding window of
     ``window_seconds``, kept as ``BUCKETS_PER_WINDOW`` buckets so memory stays bounded whatever
     the send rate. The app is in alarm while, within the window, at least ``min_sends`` results
-    came back and the share of ``MISCONFIGURATION_REASONS`` is at least ``ratio``; an alarm is
-    logged once per episode, and its end once.
+    came back and the share of reports marked ``misconfiguration`` is at least ``ratio``; an
+    alarm is logged once per episode, and its end once.
     """
 
     BUCKETS_PER_WINDOW = 60
-    # A token that is fine in the other APNs environment or for another topic answers
-    # BadDeviceToken / DeviceTokenNotForTopic; FCM's equivalent for the wrong project is
-    # SENDER_ID_MISMATCH. En masse they mean our configuration is wrong, not the tokens.
-    MISCONFIGURATION_REASONS = frozenset(
-        {"BadDeviceToken", "DeviceTokenNotForTopic", "SENDER_ID_MISMATCH"}
-    )
 
     def __init__(self, *, window_seconds: int, min_sends: int, ratio: float) -> None:
         self.window_seconds = window_seconds
@@ -145,7 +134,7 @@ class InvalidationGuard:
         # a result stamped earlier than the newest bucket is counted in the newest one
         bucket = buckets[-1]
         bucket[1] += 1
-        if report.reason in self.MISCONFIGURATION_REASONS:
+        if report.misconfiguration:
             bucket[2] += 1
         self._update_alarm(app, window, now)
 
@@ -166,13 +155,13 @@ class InvalidationGuard:
         alarm = sends >= self.min_sends and suspicious >= self.ratio * sends
         if alarm and not window.in_alarm:
             log.error(
-                "app %s: %d of %d sends in the last %ds came back %s; not invalidating its "
-                "tokens until this clears (wrong APNs environment, topic or FCM project?)",
+                "app %s: %d of %d sends in the last %ds came back with answers that mean a "
+                "wrong configuration; not invalidating its tokens until this clears (wrong "
+                "APNs environment or topic, or another FCM project?)",
                 app,
                 suspicious,
                 sends,
                 self.window_seconds,
-                "/".join(sorted(self.MISCONFIGURATION_REASONS)),
             )
         elif window.in_alarm and not alarm:
             log.warning("app %s: mass-invalidation alarm cleared; invalidating again", app)

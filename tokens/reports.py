@@ -21,10 +21,13 @@ class Outcome(StrEnum):
 class DeliveryReport:
     """The classified result of sending one message to one device token.
 
-    ``reason`` is the provider's own reason string (APNs ``reason``, FCM ``errorCode``, or a
-    transport description such as ``"timeout"``); ``status`` is the HTTP status when there was
-    a response. ``token_invalid_since`` carries APNs's 410 ``timestamp``: a token registered
-    again after that instant must not be invalidated.
+    ``reason`` is the provider's own reason string (its error code, or a transport description
+    such as ``"timeout"``), kept for the record; the registry never interprets it. ``status``
+    is the HTTP status when there was a response. ``token_invalid_since`` is the instant the
+    provider says the token stopped working, when it says so: a token registered again after
+    that instant must not be invalidated. ``misconfiguration`` marks a dead-token answer that,
+    for many tokens at once, means our credentials or environment are wrong rather than the
+    tokens (the registry's mass-invalidation guard counts these).
     """
 
     outcome: Outcome
@@ -33,6 +36,7 @@ class DeliveryReport:
     status: int | None = None
     retry_after: float | None = None
     token_invalid_since: datetime | None = None
+    misconfiguration: bool = False
 
     @property
     def is_token_dead(self) -> bool:

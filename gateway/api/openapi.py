@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway.api.routing import Route
-from gateway.api.schemas import Problem
+from gateway.schemas import Problem
 
 _ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422)
 
 
-def build_openapi(routes: list[Route]) -> dict[str, Any]:
+def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``."""
+    routes = list(routes)
     models: set[type[BaseModel]] = {Problem}
     for route in routes:
         if route.request_model is not None:

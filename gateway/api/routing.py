@@ -1,29 +1,30 @@
-"""The route table shared by the aiohttp router and the OpenAPI generator, and request parsing."""
+"""How a route is declared, and the three steps every handler takes: parse the request, call
+one service, render its answer."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from gateway.api.errors import (
-    FieldError,
-    GatewayError,
-    InvalidTimezone,
-    InvalidToken,
-    ValidationFailed,
-)
+from gateway.api.keys import caller
+from gateway.errors import InvalidJson
+from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
+from gateway.services.intake import Answer
 
-M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True)
 class Route:
+    """One endpoint: the router and the OpenAPI document are both built from these."""
+
     method: str
     path: str
     handler: Handler
@@ -35,12 +36,6 @@ class Route:
     headers: tuple[str, ...] = ()  # request headers the endpoint reads
 
 
-class InvalidJson(GatewayError):
-    status = 400
-    code = "invalid_json"
-    title = "Malformed JSON"
-
-
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; 400 ``invalid_json`` when it is not JSON."""
     raw = await request.read()
@@ -50,35 +45,31 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
 
 
-def validation_error(exc: ValidationError, *, prefix: str = "") -> ValidationFailed:
-    """Translate pydantic's errors into a 422 naming every field, with SPEC's specific codes."""
-    errors: list[FieldError] = []
-    kinds: set[str] = set()
-    for item in exc.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"])
-        errors.append(FieldError(field=f"{prefix}{location}" or "(body)", message=item["msg"]))
-        kinds.add(item["type"])
-    summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    if "invalid_timezone" in kinds:
-        return InvalidTimezone(summary, errors=errors)
-    if "invalid_token" in kinds:
-        return InvalidToken(summary, errors=errors)
-    return ValidationFailed(summary, errors=errors)
-
-
-def parse_model(model: type[M], payload: Any) -> M:
-    if not isinstance(payload, dict):
-        raise ValidationFailed(
-            "the request body must be a JSON object",
-            errors=[FieldError(field="(body)", message="expected a JSON object")],
-        )
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-
-
-def json_response(model: BaseModel, *, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, text=model.model_dump_json(), content_type="application/json"
+def idempotency_claim(request: web.Request, payload: Any) -> IdempotencyClaim | None:
+    """The request's ``Idempotency-Key`` (scoped to the calling key), if it sent one."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    return IdempotencyClaim(
+        api_key=caller(request).name,
+        key=check_key(key),
+        fingerprint=request_fingerprint(request.method, request.path, payload),
     )
+
+
+def dumps(body: Any) -> str:
+    """Compact JSON, the one spacing every answer uses."""
+    return json.dumps(body, separators=(",", ":"))
+
+
+def json_response(body: BaseModel | dict[str, Any], *, status: int = 200) -> web.Response:
+    text = body.model_dump_json() if isinstance(body, BaseModel) else dumps(body)
+    return web.Response(status=status, text=text, content_type="application/json")
+
+
+def answer_response(answer: Answer) -> web.Response:
+    """A send's answer; a replayed one says so in ``Idempotent-Replayed``."""
+    response = json_response(answer.body, status=answer.status)
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

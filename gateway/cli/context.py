@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from gateway.db import create_engine, schema_state
+from gateway.runtime import Role, build_runtime
+from gateway.services import Services
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -66,9 +68,12 @@ async def open_engine(settings: Settings, *, require_current_schema: bool = True
     return engine
 
 
-async def with_engine(settings: Settings, body: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+async def with_services(settings: Settings, body: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``body`` with the gateway's services on the configured database (exits 2 when its
+    schema is not up to date)."""
     engine = await open_engine(settings)
     try:
-        return await body(engine)
+        async with build_runtime(settings, role=Role.OPERATOR, engine=engine) as runtime:
+            return await body(runtime.services)
     finally:
         await engine.dispose()

@@ -20,23 +20,13 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 
-from gateway.cli.context import config_option, console, errors, settings_from, with_engine
+from gateway.cli.context import config_option, console, errors, settings_from, with_services
 from gateway.config import Settings
-from gateway.db import session_factory
 from gateway.models import Delivery, Notification
-from gateway.release import deferred_release_histogram, release_hour_edges
-from tokens import (
-    CleanupResult,
-    count_purge_candidates,
-    count_stale_candidates,
-    mark_stale_devices,
-    purge_invalid_devices,
-    stale_cutoffs,
-    token_stats,
-)
+from gateway.services import Services
+from gateway.services.release import release_hour_edges
+from tokens import CleanupResult
 from tokens.cleanup import DEFAULT_BATCH_SIZE
 from tokens.models import Platform
 
@@ -83,10 +73,10 @@ def _actor(command: str) -> str:
     return f"cli:{command}:{user}"[:128]
 
 
-def _run(settings: Settings, body: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run ``body`` with an engine; a database failure exits 1 with its message."""
+def _run(settings: Settings, body: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``body`` with the services; a database failure exits 1 with its message."""
     try:
-        return asyncio.run(with_engine(settings, body))
+        return asyncio.run(with_services(settings, body))
     except (SQLAlchemyError, OSError) as exc:
         errors.print(f"[bold red]error:[/] database: {exc}", highlight=False)
         raise SystemExit(EXIT_FAILED) from None
@@ -126,9 +116,8 @@ def tokens_stats(config_path: Path | None) -> None:
     """How many devices each app has, per platform and status."""
     settings = settings_from(config_path)
 
-    async def body(engine: AsyncEngine) -> list[Any]:
-        async with session_factory(engine)() as session:
-            return list(await token_stats(session))
+    async def body(services: Services) -> list[Any]:
+        return await services.devices.stats()
 
     rows = _run(settings, body)
     table = Table(title="devices")
@@ -172,28 +161,25 @@ def tokens_cleanup(
     days: dict[str, int] = (
         {platform.value: stale_days for platform in Platform}
         if stale_days is not None
-        else {str(platform): n for platform, n in settings.tokens.stale_after_days.items()}
+        else settings.tokens.stale_days_by_platform()
     )
-    cutoffs = stale_cutoffs(now, days)
     rule = ", ".join(f"{platform} not seen for {n} days" for platform, n in sorted(days.items()))
     done: Counter[tuple[str, str]] = Counter()
 
-    async def body(engine: AsyncEngine) -> CleanupResult:
-        sessions = session_factory(engine)
+    async def body(services: Services) -> CleanupResult:
+        devices = services.devices
         if dry_run:
-            return await mark_stale_devices(
-                sessions, now=now, cutoffs=cutoffs, actor="dry-run", app=app_id, dry_run=True
+            return await devices.mark_stale(
+                now=now, stale_after_days=days, actor="dry-run", app=app_id, dry_run=True
             )
-        async with sessions() as session:
-            total = (await count_stale_candidates(session, cutoffs=cutoffs, app=app_id)).total()
+        total = await devices.count_stale(now=now, stale_after_days=days, app=app_id)
         return await _with_progress(
             "marking stale",
             total,
             done,
-            lambda advance: mark_stale_devices(
-                sessions,
+            lambda advance: devices.mark_stale(
                 now=now,
-                cutoffs=cutoffs,
+                stale_after_days=days,
                 actor=_actor("tokens cleanup"),
                 app=app_id,
                 batch_size=batch_size,
@@ -237,20 +223,18 @@ def tokens_purge(
     before = now - timedelta(days=days)
     done: Counter[tuple[str, str]] = Counter()
 
-    async def body(engine: AsyncEngine) -> CleanupResult:
-        sessions = session_factory(engine)
+    async def body(services: Services) -> CleanupResult:
+        devices = services.devices
         if dry_run:
-            return await purge_invalid_devices(
-                sessions, now=now, invalidated_before=before, actor="dry-run", dry_run=True
+            return await devices.purge_invalid(
+                now=now, invalidated_before=before, actor="dry-run", dry_run=True
             )
-        async with sessions() as session:
-            total = (await count_purge_candidates(session, invalidated_before=before)).total()
+        total = await devices.count_purgeable(invalidated_before=before)
         return await _with_progress(
             "purging",
             total,
             done,
-            lambda advance: purge_invalid_devices(
-                sessions,
+            lambda advance: devices.purge_invalid(
                 now=now,
                 invalidated_before=before,
                 actor=_actor("tokens purge"),
@@ -289,7 +273,7 @@ async def _with_progress(
 
 def _finish(
     settings: Settings,
-    body: Callable[[AsyncEngine], Awaitable[CleanupResult]],
+    body: Callable[[Services], Awaitable[CleanupResult]],
     done: Counter[tuple[str, str]],
     *,
     title: str,
@@ -298,7 +282,7 @@ def _finish(
 ) -> None:
     """Run a batched job and print its summary, also when it fails or is interrupted."""
     try:
-        result = asyncio.run(with_engine(settings, body))
+        result = asyncio.run(with_services(settings, body))
     except KeyboardInterrupt:
         console.print(_counts_table(title, done))
         errors.print(
@@ -337,20 +321,14 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
     """Show one notification and its deliveries. Exits 1 when there is no such notification."""
     settings = settings_from(config_path)
 
-    async def body(engine: AsyncEngine) -> tuple[Notification | None, list[Delivery]]:
-        async with session_factory(engine)() as session:
-            notification = await session.get(Notification, notification_id)
-            result = await session.execute(
-                select(Delivery)
-                .where(col(Delivery.notification_id) == notification_id)
-                .order_by(col(Delivery.created_at), col(Delivery.id))
-            )
-            return notification, list(result.scalars())
+    async def body(services: Services) -> tuple[Notification, list[Delivery]] | None:
+        return await services.notifications.inspect(notification_id)
 
-    notification, deliveries = _run(settings, body)
-    if notification is None:
+    found = _run(settings, body)
+    if found is None:
         errors.print(f"[bold red]error:[/] no notification {notification_id}", highlight=False)
         raise SystemExit(EXIT_FAILED)
+    notification, deliveries = found
     if as_json:
         document = notification.model_dump(mode="json")
         document["deliveries"] = [delivery.model_dump(mode="json") for delivery in deliveries]
@@ -412,9 +390,8 @@ def deferred_stats(config_path: Path | None, app_id: str | None, now: datetime) 
     # hour 0 runs from now to the next full hour; "overdue" and "later" catch the rest
     edges = release_hour_edges(now)
 
-    async def body(engine: AsyncEngine) -> list[int]:
-        async with session_factory(engine)() as session:
-            return await deferred_release_histogram(session, now=now, app=app_id)
+    async def body(services: Services) -> list[int]:
+        return await services.maintenance.deferred_by_hour(now, app=app_id)
 
     counts = _run(settings, body)
     table = Table(title="deferred notifications by release hour (UTC)")

@@ -20,7 +20,8 @@ def serve(config_path: Path | None, api_only: bool, worker_only: bool) -> None:
     if api_only and worker_only:
         raise click.UsageError("--api-only and --worker-only exclude each other; give at most one")
     settings = settings_from(config_path)
-    from gateway.server import Role, run  # noqa: PLC0415  (keeps `pushgate --help` fast)
+    from gateway.runtime import Role  # noqa: PLC0415  (keeps `pushgate --help` fast)
+    from gateway.server import run  # noqa: PLC0415
 
     role = Role.API if api_only else Role.WORKER if worker_only else Role.ALL
     raise SystemExit(run(settings, role))

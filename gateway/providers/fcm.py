@@ -20,16 +20,18 @@ Where firebase-admin 7.7.0 falls short, this module works around it, and says so
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
+import re
 import ssl
 import threading
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import firebase_admin
@@ -37,10 +39,18 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import httpx
 from firebase_admin import credentials, messaging
+from pydantic import BaseModel, ConfigDict
 
-from gateway.config import AppConfig, FcmConfig
-from gateway.providers.base import PushMessage
+from gateway.providers.base import (
+    AppProfile,
+    PayloadRejected,
+    PushMessage,
+    PushProvider,
+    retry_after_seconds,
+)
+from gateway.simulators.fcm import FcmSimulator
 from policies.tiers import Tier
+from tokens.models import Platform
 from tokens.reports import DeliveryReport, Outcome
 
 logger = logging.getLogger(__name__)
@@ -50,12 +60,39 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 # FCM refuses a TTL above four weeks; a longer expiry is clamped rather than refused.
 MAX_TTL = timedelta(weeks=4)
+FCM_MAX_PAYLOAD_BYTES = 4096
+MAX_TOKEN_LENGTH = 4096
+_TOKEN = re.compile(r"^[A-Za-z0-9_:.\-]+$")
+# FCM refuses these data keys: "from", "notification", "message_type", and any key starting
+# with "google" or "gcm" (https://firebase.google.com/docs/cloud-messaging/concept-options)
+RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type"})
+RESERVED_DATA_PREFIXES = ("google", "gcm")
+
+
+class FcmConfig(BaseModel):
+    """``[apps.fcm]``: a service account (its ``token_uri`` is honoured) and the project."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service_account_file: Path
+    project_id: str | None = None  # defaults to the service account's project_id
+    endpoint: str | None = None  # base URL replacing https://fcm.googleapis.com (simulators, tests)
+    ca_file: Path | None = None
+
+
+def fcm_payload_size(message: PushMessage) -> int:
+    """About how many bytes FCM counts against its limit: data keys and values as sent (FCM
+    data is string to string, see :func:`_string_data`), plus title and body."""
+    size = len((message.title or "").encode()) + len((message.body or "").encode())
+    for key, value in (_string_data(message.data) or {}).items():
+        size += len(key.encode()) + len(value.encode())
+    return size
 
 
 def build_fcm_message(
-    message: PushMessage, app: AppConfig, now: datetime | None = None
+    message: PushMessage, app: AppProfile, now: datetime | None = None
 ) -> messaging.Message:
-    """Map one :class:`PushMessage` onto an FCM v1 message, per SPEC §4.
+    """Map one :class:`PushMessage` onto an FCM v1 message.
 
     - ``title``/``body`` become the cross-platform ``notification``; a data-only message has
       none, so the app's own code handles it.
@@ -110,13 +147,17 @@ def _string_data(data: Mapping[str, Any]) -> dict[str, str] | None:
     }
 
 
-class FcmProvider:
+class FcmProvider(PushProvider):
     """Sends one configured app's Android messages through FCM.
 
     Usable from any event loop, and from several in turn: each loop gets its own HTTP client,
     closed when that loop shuts down (``asyncio.run`` / ``asyncio.Runner`` / aiohttp's
     ``run_app`` all run ``shutdown_asyncgens``) or by :meth:`close` in that loop.
     """
+
+    name = "fcm"
+    platform = Platform.ANDROID
+    config_model = FcmConfig
 
     MAX_BATCH_SIZE = 500  # send_each_async refuses more
 
@@ -149,12 +190,14 @@ class FcmProvider:
     }
     # Statuses deciding an error code the table does not know.
     RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+    # A dead-token answer that, for many tokens at once, means the app's FCM project is wrong
+    # rather than the tokens: the registry's mass-invalidation guard counts it.
+    MISCONFIGURATION_REASONS: ClassVar[frozenset[str]] = frozenset({"SENDER_ID_MISMATCH"})
 
-    def __init__(self, app: AppConfig, *, send_timeout_seconds: float = 10.0) -> None:
-        if app.fcm is None:
-            raise ValueError(f"apps[{app.id}] has no [apps.fcm] section")
+    def __init__(
+        self, app: AppProfile, config: FcmConfig, *, send_timeout_seconds: float = 10.0
+    ) -> None:
         self._app = app
-        config: FcmConfig = app.fcm
         credential = credentials.Certificate(str(config.service_account_file))
         project_id = config.project_id or credential.project_id
         self._token_source = _TokenSource(
@@ -179,6 +222,43 @@ class FcmProvider:
         # The service's own httpx client is loop-bound and retries 5xx itself (module doc).
         service._async_client = self._http
         self.fcm_url: str = service._fcm_url
+
+    # -- what the gateway asks of every provider class ------------------------------------------
+
+    @classmethod
+    def validate_token(cls, token: str) -> None:
+        if not token or len(token) > MAX_TOKEN_LENGTH or not _TOKEN.fullmatch(token):
+            raise ValueError(
+                "an FCM registration token is 1-4096 characters of letters, digits and '_-:.'"
+            )
+
+    @classmethod
+    def check_payload(cls, message: PushMessage, app: AppProfile) -> None:
+        for key in message.data:
+            if key in RESERVED_DATA_KEYS or key.startswith(RESERVED_DATA_PREFIXES):
+                raise PayloadRejected(
+                    f"data key {key!r} is reserved by FCM; rename it", field=f"data.{key}"
+                )
+        size = fcm_payload_size(message)
+        if size > FCM_MAX_PAYLOAD_BYTES:
+            raise PayloadRejected(
+                f"the FCM payload would be about {size} bytes; FCM accepts at most "
+                f"{FCM_MAX_PAYLOAD_BYTES} (shorten title, body or data)",
+                too_large=True,
+            )
+
+    @classmethod
+    def simulator(cls) -> AbstractAsyncContextManager[FcmSimulator]:
+        return FcmSimulator()
+
+    @classmethod
+    def sandbox_config(cls, simulator: Any, app_id: str, folder: Path) -> FcmConfig:
+        assert isinstance(simulator, FcmSimulator)
+        return FcmConfig.model_validate(
+            simulator.fcm_config(folder, project_id=f"sandbox-{app_id}")
+        )
+
+    # -- sending --------------------------------------------------------------------------------
 
     async def send(self, messages: Sequence[PushMessage]) -> list[DeliveryReport]:
         """Send each message; one report per message, in order. Never raises for FCM or
@@ -248,8 +328,14 @@ class FcmProvider:
             outcome = Outcome.TOKEN_DEAD
         retry_after = None
         if outcome is Outcome.RETRY:
-            retry_after = _parse_retry_after(http_response.headers.get("Retry-After"))
-        return DeliveryReport(outcome, reason=code, status=status, retry_after=retry_after)
+            retry_after = retry_after_seconds(http_response.headers.get("Retry-After"))
+        return DeliveryReport(
+            outcome,
+            reason=code,
+            status=status,
+            retry_after=retry_after,
+            misconfiguration=outcome is Outcome.TOKEN_DEAD and code in cls.MISCONFIGURATION_REASONS,
+        )
 
     @classmethod
     def report_for(cls, reason: str) -> DeliveryReport:
@@ -278,22 +364,6 @@ def _parse_error(response: httpx.Response) -> tuple[str, bool]:
                 for violation in detail.get("fieldViolations") or []
             )
     return str(code or f"HTTP_{response.status_code}"), names_token
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), ``None`` if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class _TokenSource:

@@ -1,65 +1,26 @@
-"""One provider per (app, platform), built from the configuration on first use."""
+"""Every provider the gateway can deliver through, by name: the one place a provider is
+registered. Configuration (``[apps.<name>]``), sandbox mode, token validation, acceptance checks
+and the delivery worker all look providers up here."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
+from types import MappingProxyType
 
-from gateway.config import AppConfig, DeliveryConfig, Settings
 from gateway.providers.apns import ApnsProvider
-from gateway.providers.base import Platform, Provider, PushMessage
+from gateway.providers.base import PushProvider
 from gateway.providers.fcm import FcmProvider
-from tokens.reports import DeliveryReport, Outcome
+from tokens.models import Platform
 
-log = logging.getLogger(__name__)
+PROVIDERS: Mapping[str, type[PushProvider]] = MappingProxyType(
+    {provider.name: provider for provider in (ApnsProvider, FcmProvider)}
+)
 
-
-class UnconfiguredProvider:
-    """Stands in for a platform an app has no credentials for: every send fails, saying why,
-    and the token is left alone."""
-
-    def __init__(self, app: str, platform: Platform) -> None:
-        section = "apns" if platform == "ios" else "fcm"
-        self.reason = f"no_credentials: app {app} has no [apps.{section}] section"
-
-    async def send(self, messages: Sequence[PushMessage]) -> list[DeliveryReport]:
-        return [DeliveryReport(Outcome.FAILED, reason=self.reason) for _ in messages]
-
-    async def close(self) -> None:
-        return None
+_BY_PLATFORM: Mapping[Platform, type[PushProvider]] = MappingProxyType(
+    {provider.platform: provider for provider in PROVIDERS.values()}
+)
 
 
-class ProviderRegistry:
-    """Builds providers lazily, inside the running loop (aioapns must be built there)."""
-
-    def __init__(self, apps: Sequence[AppConfig], delivery: DeliveryConfig) -> None:
-        self.apps = {app.id: app for app in apps}
-        self.delivery = delivery
-        self._providers: dict[tuple[str, Platform], Provider] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ProviderRegistry:
-        return cls(settings.apps, settings.delivery)
-
-    def __call__(self, app_id: str, platform: Platform) -> Provider:
-        key = (app_id, platform)
-        provider = self._providers.get(key)
-        if provider is None:
-            provider = self._build(app_id, platform)
-            self._providers[key] = provider
-        return provider
-
-    def _build(self, app_id: str, platform: Platform) -> Provider:
-        app = self.apps.get(app_id)
-        timeout = self.delivery.send_timeout_seconds
-        if app is not None and platform == "ios" and app.apns is not None:
-            return ApnsProvider(app, send_timeout_seconds=timeout)
-        if app is not None and platform == "android" and app.fcm is not None:
-            return FcmProvider(app, send_timeout_seconds=timeout)
-        log.error("app %s has no credentials for %s; its sends will fail", app_id, platform)
-        return UnconfiguredProvider(app_id, platform)
-
-    async def close(self) -> None:
-        providers, self._providers = list(self._providers.values()), {}
-        for provider in providers:
-            await provider.close()
+def provider_for(platform: Platform | str) -> type[PushProvider]:
+    """The provider class that delivers to ``platform``'s devices; ``KeyError`` if none does."""
+    return _BY_PLATFORM[Platform(platform)]

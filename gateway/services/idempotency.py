@@ -1,26 +1,40 @@
 """``Idempotency-Key``: a repeated request gets the first answer; the same key with another body
 is refused with 409. Keys are scoped to the calling API key and kept for
-``retention.idempotency_hours``."""
+``retention.idempotency_hours``.
+
+The record of an answer is written in the same transaction as the work it answers (see
+:mod:`gateway.services.intake`), so a crash cannot leave one without the other.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api.errors import Conflict, ValidationFailed
-from gateway.db import transaction
+from gateway.errors import Conflict, ValidationFailed
 from gateway.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 
-Produce = Callable[[AsyncSession], Awaitable[tuple[int, dict[str, Any]]]]
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request's ``Idempotency-Key``, scoped to the calling API key, and the fingerprint of
+    the request it was first used with."""
+
+    api_key: str
+    key: str
+    fingerprint: str
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.api_key, self.key
 
 
 def request_fingerprint(method: str, path: str, payload: Any) -> str:
@@ -30,12 +44,14 @@ def request_fingerprint(method: str, path: str, payload: Any) -> str:
 
 
 def check_key(key: str) -> str:
+    """The key as given; 422 unless it is 1-255 printable characters."""
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ValidationFailed(f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters")
     return key
 
 
 def replay(record: IdempotencyRecord, fingerprint: str) -> tuple[int, dict[str, Any]]:
+    """The answer on record; 409 ``idempotency_key_reused`` for a request other than its own."""
     if record.request_sha256 != fingerprint:
         raise Conflict(
             f"Idempotency-Key {record.key!r} was already used with a different request",
@@ -44,57 +60,34 @@ def replay(record: IdempotencyRecord, fingerprint: str) -> tuple[int, dict[str, 
     return record.response_status, record.response_body
 
 
-async def run_idempotent(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    api_key: str,
-    key: str | None,
-    fingerprint: str,
-    now: datetime,
-    retention: timedelta,
-    produce: Produce,
-) -> tuple[int, dict[str, Any], bool]:
-    """Run ``produce`` in a transaction, once per (api_key, key).
+async def live_record(
+    session: AsyncSession, claim: IdempotencyClaim, *, now: datetime, retention: timedelta
+) -> IdempotencyRecord | None:
+    """The record of ``claim``'s key while it is kept; an expired one is deleted (the key may
+    be used afresh)."""
+    record = await session.get(IdempotencyRecord, claim.identity)
+    if record is None or record.created_at > now - retention:
+        return record
+    await session.delete(record)
+    await session.flush()
+    return None
 
-    Returns (status, body, replayed). The record is written in the same transaction as the
-    work, so a crash cannot leave the work done without its record or the other way round.
-    """
-    if key is None:
-        async with transaction(sessions) as session:
-            status, body = await produce(session)
-        return status, body, False
-    try:
-        async with transaction(sessions) as session:
-            record = await session.get(IdempotencyRecord, (api_key, key))
-            if record is not None and record.created_at > now - retention:
-                status, body = replay(record, fingerprint)
-                return status, body, True
-            if record is not None:
-                await session.delete(record)
-                await session.flush()
-            status, body = await produce(session)
-            session.add(
-                IdempotencyRecord(
-                    api_key=api_key,
-                    key=key,
-                    request_sha256=fingerprint,
-                    response_status=status,
-                    response_body=body,
-                    created_at=now,
-                )
-            )
-        return status, body, False
-    except IntegrityError:
-        # A concurrent request with the same key committed first: answer as it did.
-        async with sessions() as session:
-            record = await session.get(IdempotencyRecord, (api_key, key))
-        if record is None:
-            raise
-        status, body = replay(record, fingerprint)
-        return status, body, True
+
+def new_record(
+    claim: IdempotencyClaim, status: int, body: dict[str, Any], *, now: datetime
+) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        api_key=claim.api_key,
+        key=claim.key,
+        request_sha256=claim.fingerprint,
+        response_status=status,
+        response_body=body,
+        created_at=now,
+    )
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime, retention: timedelta) -> int:
+    """Delete records older than ``retention``; returns how many."""
     result = await session.execute(
         sa.delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= now - retention)  # type: ignore[arg-type]
     )

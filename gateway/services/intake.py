@@ -1,16 +1,19 @@
-"""Group commit for ``POST /v1/notifications``: concurrent requests share one transaction.
+"""Group commit for sending notifications: concurrent requests share one transaction.
 
-Each request is checked on its own first (:func:`~gateway.notifications.prepare_notification`:
-no database), then handed to the :class:`Intake`. Its writer stores everything waiting in one
+Each request is checked on its own first (:func:`~gateway.services.acceptance.
+prepare_notification`: no database), then handed to the :class:`Intake` as a
+:class:`Submission`: one notification (``POST /v1/notifications``) or a list of them (the batch
+endpoint), each item prepared or already refused. The writer stores everything waiting in one
 transaction (one lock statement, one snapshot of the users, one flush, one commit) and answers
-each request only after that commit, so a 202 still means the notification is stored. A batch
-forms by itself while the previous one commits; a lone request is a batch of one and never
-waits for a timer. When a batch fails, its requests are stored again one by one, so a bad
-request can only fail itself (unless no connection could be had: that fails them all at once).
+each submission only after that commit, so a 202 still means the notification is stored. A
+group forms by itself while the previous one commits; a lone request is a group of one and
+never waits for a timer. When a group fails, its submissions are stored again one by one, so a
+bad one can only fail itself (unless no connection could be had: that fails them all at once).
 
-The ``Idempotency-Key`` of a request is honoured inside the batch: its record is read and
-written in the batch's transaction, and the same key twice in one batch answers the second
-request as a replay of the first.
+The ``Idempotency-Key`` of a submission is honoured inside the group: its record is read and
+written in the group's transaction, and the same key twice in one group answers the second as
+a replay of the first. Only answers that stored something are recorded: a refused request may
+be retried once its problem is fixed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,48 +30,83 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.api.errors import GatewayError, ServiceUnavailable
-from gateway.api.schemas import NotificationOut
 from gateway.db import transaction
-from gateway.idempotency import replay
+from gateway.errors import GatewayError, Unavailable
 from gateway.models import IdempotencyRecord
-from gateway.notifications import Prepared, store_notifications
+from gateway.schemas import NotificationOut
+from gateway.services.acceptance import Prepared, store_notifications
+from gateway.services.idempotency import IdempotencyClaim, live_record, new_record, replay
 from policies import PolicySettings
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 64  # requests per transaction: bounds how long one commit holds the users' locks
-# Requests waiting to be stored before new ones are refused with 503: several seconds of work at
-# the measured rates, so a burst is absorbed but an overload sheds load instead of memory.
+MAX_BATCH = 64  # submissions per transaction: bounds how long one commit holds users' locks
+# Submissions waiting to be stored before new ones are refused with 503: several seconds of work
+# at the measured rates, so a burst is absorbed but an overload sheds load instead of memory.
 MAX_WAITING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    """A request's ``Idempotency-Key``, scoped to the calling API key."""
-
-    api_key: str
-    key: str
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
 class Answer:
+    """The answer to one submission, and what it stored (empty for a replay)."""
+
     status: int
     body: dict[str, Any]
     replayed: bool
-    notification: NotificationOut | None = None  # the stored one; None for a replay
+    stored: tuple[NotificationOut, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What one request asks to store.
+
+    ``items`` are prepared notifications or the errors that refused them. ``batch`` says the
+    answer is ``200 {"results": [...]}`` with one notification or problem per item; otherwise
+    there is one item and the answer is ``202`` with the notification (or its error raised).
+    """
+
+    items: tuple[Prepared | GatewayError, ...]
+    claim: IdempotencyClaim | None = None
+    batch: bool = False
+
+    @property
+    def prepared(self) -> list[Prepared]:
+        return [item for item in self.items if isinstance(item, Prepared)]
+
+    def answer(self, stored: Sequence[NotificationOut]) -> Answer | GatewayError:
+        """The answer once ``stored`` (one per prepared item, in order) is committed."""
+        notifications = iter(stored)
+        if not self.batch:
+            (item,) = self.items
+            if isinstance(item, GatewayError):
+                return item
+            notification = next(notifications)
+            return Answer(202, notification.model_dump(mode="json"), False, (notification,))
+        results: list[dict[str, Any]] = []
+        for index, item in enumerate(self.items):
+            if isinstance(item, GatewayError):
+                results.append(_item_problem(item, index))
+            else:
+                results.append(next(notifications).model_dump(mode="json"))
+        return Answer(200, {"results": results}, False, tuple(stored))
+
+
+def _item_problem(error: GatewayError, index: int) -> dict[str, Any]:
+    problem = error.problem()
+    for field_error in problem.get("errors", []):
+        field_error["field"] = f"notifications.{index}.{field_error['field']}"
+    return problem
 
 
 @dataclass(slots=True)
-class _Submission:
-    prepared: Prepared
-    claim: IdempotencyClaim | None
+class _Waiting:
+    submission: Submission
     future: asyncio.Future[Answer]
+    result: Answer | GatewayError | None = field(default=None)
 
 
 class Intake:
-    """Stores submitted notifications in batches from one writer task; see the module text."""
+    """Stores submissions in groups from one writer task; see the module text."""
 
     def __init__(
         self,
@@ -86,7 +124,7 @@ class Intake:
         self._retention = retention
         self._max_batch = max_batch
         self._max_waiting = max_waiting
-        self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -102,143 +140,137 @@ class Intake:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
-    async def submit(self, prepared: Prepared, claim: IdempotencyClaim | None) -> Answer:
-        """Store one notification (or replay its key's answer); returns once committed."""
+    async def submit(self, submission: Submission) -> Answer:
+        """Store ``submission`` (or replay its key's answer); returns once committed. Raises
+        the :class:`GatewayError` of a refused single request."""
         if self._closed or self._writer is None or self._writer.done():
-            raise ServiceUnavailable("the gateway is shutting down; retry on another instance")
+            raise Unavailable("the gateway is shutting down; retry on another instance")
         if self._queue.qsize() >= self._max_waiting:
-            raise ServiceUnavailable(
-                f"{self._max_waiting} notifications are already waiting to be stored; "
-                "the gateway is overloaded, retry shortly"
+            raise Unavailable(
+                f"{self._max_waiting} requests are already waiting to be stored; "
+                "the gateway is overloaded, retry shortly",
+                retry_after=1,
             )
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Submission(prepared, claim, future))
+        self._queue.put_nowait(_Waiting(submission, future))
         return await future
 
     async def _write(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            group = [await self._queue.get()]
+            while len(group) < self._max_batch and not self._queue.empty():
+                group.append(self._queue.get_nowait())
             try:
-                await self._store(batch)
+                await self._store(group)
             except Exception as error:
                 # The writer must outlive any failure: a dead writer would leave these requests
                 # waiting for ever and refuse every later one until the process restarts.
-                log.exception("storing a batch of %d notifications failed", len(batch))
-                for submission in batch:
-                    _settle(submission.future, error)
+                log.exception("storing a group of %d submissions failed", len(group))
+                for waiting in group:
+                    _settle(waiting.future, error)
             finally:
-                for _ in batch:
+                for _ in group:
                     self._queue.task_done()
 
-    async def _store(self, batch: Sequence[_Submission]) -> None:
+    async def _store(self, group: Sequence[_Waiting]) -> None:
         try:
             async with transaction(self._sessions) as session:
-                results = await self._store_in(session, batch, now=self._clock())
+                await self._store_in(session, group, now=self._clock())
         except Exception as error:
-            if len(batch) > 1 and not _database_unreachable(error):
+            if len(group) > 1 and not _database_unreachable(error):
                 log.warning(
-                    "storing a batch of %d notifications failed (%s); storing them one by one",
-                    len(batch),
+                    "storing a group of %d submissions failed (%s); storing them one by one",
+                    len(group),
                     type(error).__name__,
                 )
-                for submission in batch:
-                    await self._store([submission])
+                for waiting in group:
+                    await self._store([waiting])
                 return
-            for submission in batch:
-                _settle(submission.future, await self._after_failure(submission, error))
+            for waiting in group:
+                _settle(waiting.future, await self._after_failure(waiting.submission, error))
             return
-        for submission, result in zip(batch, results, strict=True):
-            _settle(submission.future, result)
+        for waiting in group:
+            assert waiting.result is not None  # _store_in answers every submission
+            _settle(waiting.future, waiting.result)
 
     async def _store_in(
-        self, session: AsyncSession, batch: Sequence[_Submission], *, now: datetime
-    ) -> list[Answer | Exception]:
-        results: list[Answer | Exception | None] = [None] * len(batch)
+        self, session: AsyncSession, group: Sequence[_Waiting], *, now: datetime
+    ) -> None:
         records: dict[tuple[str, str], IdempotencyRecord] = {}
-        keys_seen: set[tuple[str, str]] = set()
-        repeats: list[int] = []  # indexes of requests whose key came earlier in the batch
-        to_store: list[int] = []
-        for index, submission in enumerate(batch):
-            claim = submission.claim
+        repeats: list[_Waiting] = []  # their key came earlier in the group
+        to_store: list[_Waiting] = []
+        for waiting in group:
+            claim = waiting.submission.claim
             if claim is None:
-                to_store.append(index)
-                continue
-            identity = (claim.api_key, claim.key)
-            if identity in keys_seen:
-                repeats.append(index)
-                continue
-            keys_seen.add(identity)
-            record = await session.get(IdempotencyRecord, identity)
-            if record is not None and record.created_at > now - self._retention:
-                results[index] = _replayed(record, claim)
-                records[identity] = record
-                continue
-            if record is not None:  # expired: the key may be used afresh
-                await session.delete(record)
-                await session.flush()
-            to_store.append(index)
+                to_store.append(waiting)
+            elif claim.identity in records or any(
+                other.submission.claim is not None
+                and other.submission.claim.identity == claim.identity
+                for other in to_store
+            ):
+                repeats.append(waiting)
+            else:
+                record = await live_record(session, claim, now=now, retention=self._retention)
+                if record is not None:
+                    records[claim.identity] = record
+                    waiting.result = _replayed(record, claim)
+                else:
+                    to_store.append(waiting)
 
-        prepared = [batch[index].prepared for index in to_store]
+        prepared = [item for waiting in to_store for item in waiting.submission.prepared]
         stored = await store_notifications(session, prepared, policy=self._policy, now=now)
-        for index, notification in zip(to_store, stored, strict=True):
-            body = notification.model_dump(mode="json")
-            results[index] = Answer(202, body, replayed=False, notification=notification)
-            claim = batch[index].claim
-            if claim is not None:
-                record = IdempotencyRecord(
-                    api_key=claim.api_key,
-                    key=claim.key,
-                    request_sha256=claim.fingerprint,
-                    response_status=202,
-                    response_body=body,
-                    created_at=now,
-                )
+        offset = 0
+        for waiting in to_store:
+            count = len(waiting.submission.prepared)
+            answer = waiting.submission.answer(stored[offset : offset + count])
+            offset += count
+            waiting.result = answer
+            claim = waiting.submission.claim
+            if claim is not None and isinstance(answer, Answer):
+                record = new_record(claim, answer.status, answer.body, now=now)
                 session.add(record)
-                records[(claim.api_key, claim.key)] = record
+                records[claim.identity] = record
 
-        for index in repeats:
-            claim = batch[index].claim
+        for waiting in repeats:
+            claim = waiting.submission.claim
             assert claim is not None
-            # against the record, not the first request's answer: that one may have been a
-            # 409 for another body, while this one is a retry of the request on record
-            results[index] = _replayed(records[(claim.api_key, claim.key)], claim)
-        answered = [result for result in results if result is not None]
-        assert len(answered) == len(batch)  # every submission has its answer
-        return answered
+            record = records.get(claim.identity)
+            if record is None:  # the first use of the key was refused: nothing on record
+                waiting.result = waiting.submission.answer([])
+                if isinstance(waiting.result, Answer):  # a batch of refusals only
+                    continue
+            else:
+                # against the record, not the first request's answer: that one may have been
+                # a 409 for another body, while this one is a retry of the request on record
+                waiting.result = _replayed(record, claim)
 
-    async def _after_failure(self, submission: _Submission, error: Exception) -> Answer | Exception:
-        """A request stored alone failed. If a concurrent request with the same key committed
-        first, answer as it did; otherwise the request fails with the error."""
+    async def _after_failure(self, submission: Submission, error: Exception) -> Answer | Exception:
+        """A submission stored alone failed. If a concurrent request with the same key
+        committed first, answer as it did; otherwise the submission fails with the error."""
         claim = submission.claim
         if isinstance(error, IntegrityError) and claim is not None:
             try:
                 async with self._sessions() as session:
-                    record = await session.get(IdempotencyRecord, (claim.api_key, claim.key))
+                    record = await session.get(IdempotencyRecord, claim.identity)
             except Exception:  # the request fails with its own error, the writer goes on
-                log.warning("could not read idempotency key %r after a conflict", claim.key)
+                log.warning("could not read an idempotency key after a conflict")
                 record = None
             if record is not None:
                 return _replayed(record, claim)
-        log.error(
-            "storing a notification for user %s failed",
-            submission.prepared.request.user_id,
-            exc_info=error,
-        )
+        log.error("storing %d notifications failed", len(submission.prepared), exc_info=error)
         return error
 
 
 def _database_unreachable(error: Exception) -> bool:
     """Whether ``error`` says no connection could be had (the pool's timeout, a failed or lost
-    connection) rather than something about the batch's requests. Storing those one by one
+    connection) rather than something about the group's requests. Storing those one by one
     would wait out the same timeout once per request while every later request queues."""
     return isinstance(error, PoolTimeout | OSError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
 
 
-def _replayed(record: IdempotencyRecord, claim: IdempotencyClaim) -> Answer | Exception:
+def _replayed(record: IdempotencyRecord, claim: IdempotencyClaim) -> Answer | GatewayError:
     try:
         status, body = replay(record, claim.fingerprint)
     except GatewayError as conflict:

@@ -5,9 +5,9 @@ APScheduler jobs: APScheduler 3.x job stores cannot be shared by several process
 millions of one-off jobs do not belong in one. A single interval job per process,
 :func:`release_due_notifications`, claims due rows in batches (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so two processes never release the same row) and re-evaluates the policy with the
-state of that moment (SPEC §3 "Release"): consent withdrawn overnight, device pruned, cap reached,
-user moved time zone. Each notification is then queued, deferred again, or ends
-``dropped``/``expired`` with its reason.
+state of that moment: consent withdrawn overnight, device pruned, cap reached, user moved time
+zone. Each notification is then queued, deferred again, or ends ``dropped``/``expired`` with
+its reason.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ from sqlmodel import col, select
 
 from gateway.db import transaction
 from gateway.models import Notification, NotificationStatus
-from gateway.notifications import (
-    UsersSnapshot,
-    apply_decision,
-    snapshot_users,
-    try_lock_users,
-)
+from gateway.services.acceptance import apply_decision
+from gateway.services.snapshot import UsersSnapshot, snapshot_users, try_lock_users
 from policies import Defer, Drop, DropReason, PolicySettings, Send, decide
 from policies.tiers import Tier
 

@@ -68,7 +68,6 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.config import ApnsConfig
 from gateway.simulators.tls import CertificateAuthority, server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -269,24 +268,25 @@ class ApnsSimulator:
         """The ``.p8`` of :attr:`provider_key`, which the simulator trusts."""
         return self._started_folder / "provider-key.p8"
 
-    def apns_config(self, topic: str, *, certificate_auth: bool = False) -> ApnsConfig:
-        """An ``[apps.apns]`` section that delivers to this simulator: token auth with
-        :attr:`provider_key` by default, or a client certificate with ``certificate_auth``."""
+    def apns_config(self, topic: str, *, certificate_auth: bool = False) -> dict[str, Any]:
+        """An ``[apps.apns]`` section (as the config file would hold it) that delivers to this
+        simulator: token auth with :attr:`provider_key` by default, or a client certificate
+        with ``certificate_auth``."""
         if certificate_auth:
-            return ApnsConfig(
-                topic=topic,
-                cert_file=self.issue_client_certificate(topic),
-                endpoint=self.endpoint,
-                ca_file=self.ca_file,
-            )
-        return ApnsConfig(
-            topic=topic,
-            team_id=self.provider_key.team_id,
-            key_id=self.provider_key.key_id,
-            key_file=self.key_file,
-            endpoint=self.endpoint,
-            ca_file=self.ca_file,
-        )
+            return {
+                "topic": topic,
+                "cert_file": self.issue_client_certificate(topic),
+                "endpoint": self.endpoint,
+                "ca_file": self.ca_file,
+            }
+        return {
+            "topic": topic,
+            "team_id": self.provider_key.team_id,
+            "key_id": self.provider_key.key_id,
+            "key_file": self.key_file,
+            "endpoint": self.endpoint,
+            "ca_file": self.ca_file,
+        }
 
     def issue_client_certificate(self, topic: str, *, name: str | None = None) -> Path:
         """Write a provider certificate for ``topic`` (certificate and key in one PEM, as

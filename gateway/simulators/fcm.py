@@ -40,8 +40,6 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.config import FcmConfig
-
 logger = logging.getLogger(__name__)
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -288,15 +286,17 @@ class FcmSimulator:
         project_id: str = "pushgate-sandbox",
         *,
         key: rsa.RSAPrivateKey | None = None,
-    ) -> FcmConfig:
-        """An ``[apps.fcm]`` section delivering to this simulator with a new service account
-        written into ``directory``."""
+    ) -> dict[str, Any]:
+        """An ``[apps.fcm]`` section (as the config file would hold it) delivering to this
+        simulator with a new service account written into ``directory``."""
         account = self.write_service_account(
             directory / f"fcm-service-account-{secrets.token_hex(4)}.json", project_id, key=key
         )
-        return FcmConfig(
-            service_account_file=account, project_id=project_id, endpoint=self.endpoint
-        )
+        return {
+            "service_account_file": account,
+            "project_id": project_id,
+            "endpoint": self.endpoint,
+        }
 
     def revoke_access_tokens(self) -> None:
         """Forget every access token issued so far, as if they had expired server-side."""

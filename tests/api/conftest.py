@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.api.app import init_app
+from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
 
 FULL_KEY = "full-access-key"
@@ -87,7 +87,7 @@ async def client(
     settings: Settings,
     clock: FakeClock,
 ) -> Client:
-    app = init_app(settings, engine=engine, clock=clock)
+    app = create_app(settings, engine=engine, clock=clock)
     return await aiohttp_client(app, headers={"Authorization": f"Bearer {FULL_KEY}"})
 
 

@@ -12,33 +12,43 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway import intake as intake_module
-from gateway.api.app import INTAKE, POLICY, SETTINGS
-from gateway.api.errors import Conflict, ServiceUnavailable
-from gateway.api.schemas import NotificationOut, NotificationRequest
+from gateway.api.keys import SERVICES
 from gateway.db import session_factory
-from gateway.intake import Answer, IdempotencyClaim, Intake
+from gateway.errors import Conflict, Unavailable
 from gateway.models import Delivery, Notification
-from gateway.notifications import Prepared, prepare_notification
+from gateway.schemas import NotificationOut, NotificationRequest
+from gateway.services import intake as intake_module
+from gateway.services.acceptance import Prepared, prepare_notification
+from gateway.services.access import Caller
+from gateway.services.idempotency import IdempotencyClaim
+from gateway.services.intake import Answer, Intake, Submission
 from tests.api.conftest import Client, FakeClock, register
 
 pytestmark = pytest.mark.asyncio
 
 
 def prepared(client: Client, clock: FakeClock, **fields: Any) -> Prepared:
-    app = client.app
+    context = client.app[SERVICES].context
     body = {"user_id": "u1", "app": "demo", "tier": "transactional", "body": "x", **fields}
     return prepare_notification(
         NotificationRequest.model_validate(body),
-        caller=app[SETTINGS].api_keys[0],
-        settings=app[SETTINGS],
-        policy=app[POLICY],
+        caller=Caller.from_key(context.settings.api_keys[0]),
+        settings=context.settings,
+        policy=context.policy,
         now=clock(),
     )
 
 
 def claim(key: str, fingerprint: str) -> IdempotencyClaim:
     return IdempotencyClaim(api_key="full", key=key, fingerprint=fingerprint)
+
+
+def one(item: Prepared, idempotency: IdempotencyClaim | None = None) -> Submission:
+    return Submission((item,), idempotency)
+
+
+def intake_of(client: Client) -> Intake:
+    return client.app[SERVICES].notifications.intake
 
 
 def count_transactions(engine: AsyncEngine) -> list[int]:
@@ -60,10 +70,10 @@ async def test_submissions_arriving_together_share_one_transaction(
     client: Client, clock: FakeClock, engine: AsyncEngine
 ) -> None:
     await register(client)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     transactions = count_transactions(engine)
     answers = await asyncio.gather(
-        *(intake.submit(prepared(client, clock, body=f"n{i}"), None) for i in range(10))
+        *(intake.submit(one(prepared(client, clock, body=f"n{i}"), None)) for i in range(10))
     )
     assert transactions[0] == 1
     assert [answer.status for answer in answers] == [202] * 10
@@ -82,9 +92,9 @@ async def test_a_batch_counts_each_send_against_the_cap_of_the_next(
 ) -> None:
     await register(client)
     await client.put("/v1/users/u1/preferences", json={"promotional": True})
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     answers = await asyncio.gather(
-        *(intake.submit(prepared(client, clock, tier="promotional"), None) for _ in range(4))
+        *(intake.submit(one(prepared(client, clock, tier="promotional"), None)) for _ in range(4))
     )
     statuses = [(answer.body["status"], answer.body["reason"]) for answer in answers]
     assert statuses == [("queued", None)] * 2 + [("dropped", "frequency_capped")] * 2
@@ -92,12 +102,12 @@ async def test_a_batch_counts_each_send_against_the_cap_of_the_next(
 
 async def test_one_key_twice_in_a_batch_stores_once(client: Client, clock: FakeClock) -> None:
     await register(client)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     same, other = prepared(client, clock), prepared(client, clock, body="changed")
     first, replay, reused = await asyncio.gather(
-        intake.submit(same, claim("k", "fingerprint-a")),
-        intake.submit(same, claim("k", "fingerprint-a")),
-        intake.submit(other, claim("k", "fingerprint-b")),
+        intake.submit(one(same, claim("k", "fingerprint-a"))),
+        intake.submit(one(same, claim("k", "fingerprint-a"))),
+        intake.submit(one(other, claim("k", "fingerprint-b"))),
         return_exceptions=True,
     )
     assert isinstance(first, Answer) and isinstance(replay, Answer)
@@ -105,7 +115,7 @@ async def test_one_key_twice_in_a_batch_stores_once(client: Client, clock: FakeC
     assert replay.body == first.body
     assert isinstance(reused, Conflict) and reused.code == "idempotency_key_reused"
     # and a later batch replays it from the record
-    again = await intake.submit(same, claim("k", "fingerprint-a"))
+    again = await intake.submit(one(same, claim("k", "fingerprint-a")))
     assert (again.replayed, again.body["id"]) == (True, first.body["id"])
 
 
@@ -123,11 +133,11 @@ async def test_a_failing_submission_fails_alone(
         return await real_store(session, batch, **kwargs)
 
     monkeypatch.setattr(intake_module, "store_notifications", store)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     results = await asyncio.gather(
-        intake.submit(prepared(client, clock, body="first"), None),
-        intake.submit(prepared(client, clock, body="poison"), None),
-        intake.submit(prepared(client, clock, body="last"), None),
+        intake.submit(one(prepared(client, clock, body="first"), None)),
+        intake.submit(one(prepared(client, clock, body="poison"), None)),
+        intake.submit(one(prepared(client, clock, body="last"), None)),
         return_exceptions=True,
     )
     assert isinstance(results[0], Answer) and isinstance(results[2], Answer)
@@ -142,19 +152,19 @@ async def test_close_stores_what_waits_and_refuses_what_comes_after(
     app = client.app
     intake = Intake(
         session_factory(engine),
-        policy=app[POLICY],
+        policy=app[SERVICES].context.policy,
         clock=clock,
         retention=timedelta(hours=24),
     )
     intake.start()
     waiting = [
-        asyncio.ensure_future(intake.submit(prepared(client, clock), None)) for _ in range(3)
+        asyncio.ensure_future(intake.submit(one(prepared(client, clock), None))) for _ in range(3)
     ]
     await asyncio.sleep(0)  # the submissions are queued
     await intake.close()
     assert [(await answer).status for answer in waiting] == [202] * 3
-    with pytest.raises(ServiceUnavailable):
-        await intake.submit(prepared(client, clock), None)
+    with pytest.raises(Unavailable):
+        await intake.submit(one(prepared(client, clock), None))
 
 
 async def test_a_retry_refused_now_still_gets_the_answer_on_record(
@@ -180,12 +190,12 @@ async def test_a_collapse_key_supersedes_an_earlier_one_of_the_same_batch(
     client: Client, clock: FakeClock
 ) -> None:
     await register(client, timezone="Australia/Sydney")  # 22:00 there: quiet hours
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     fields = {"tier": "behavioral", "collapse_key": "cart"}
     first, second, third = await asyncio.gather(
-        intake.submit(prepared(client, clock, body="1", **fields), None),
-        intake.submit(prepared(client, clock, body="2", **fields), None),
-        intake.submit(prepared(client, clock, body="3", tier="behavioral"), None),
+        intake.submit(one(prepared(client, clock, body="1", **fields), None)),
+        intake.submit(one(prepared(client, clock, body="2", **fields), None)),
+        intake.submit(one(prepared(client, clock, body="3", tier="behavioral"), None)),
     )
     assert {first.body["status"], second.body["status"], third.body["status"]} == {"deferred"}
     older = await (await client.get(f"/v1/notifications/{first.body['id']}")).json()
@@ -200,13 +210,13 @@ async def test_a_retry_after_a_reused_key_in_the_same_batch_still_replays(
     client: Client, clock: FakeClock
 ) -> None:
     await register(client)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     original = prepared(client, clock)
-    first = await intake.submit(original, claim("k", "fingerprint-a"))
+    first = await intake.submit(one(original, claim("k", "fingerprint-a")))
     # the same key with another body, then the original request's retry, in one batch
     reused, retry = await asyncio.gather(
-        intake.submit(prepared(client, clock, body="changed"), claim("k", "fingerprint-b")),
-        intake.submit(original, claim("k", "fingerprint-a")),
+        intake.submit(one(prepared(client, clock, body="changed"), claim("k", "fingerprint-b"))),
+        intake.submit(one(original, claim("k", "fingerprint-a"))),
         return_exceptions=True,
     )
     assert isinstance(reused, Conflict) and reused.code == "idempotency_key_reused"
@@ -218,7 +228,7 @@ async def test_the_writer_outlives_a_failure_while_it_handles_a_failure(
     client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await register(client)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     real_get = AsyncSession.get
     database_gone = [False]
 
@@ -236,13 +246,13 @@ async def test_the_writer_outlives_a_failure_while_it_handles_a_failure(
     monkeypatch.setattr(intake_module, "store_notifications", store)
     failed = await asyncio.wait_for(
         asyncio.gather(
-            intake.submit(prepared(client, clock), claim("k", "f")), return_exceptions=True
+            intake.submit(one(prepared(client, clock), claim("k", "f"))), return_exceptions=True
         ),
         timeout=5,  # a guard: without the fix the request waits for ever
     )
     assert isinstance(failed[0], Exception)
     monkeypatch.undo()  # the database is back: the next request is stored
-    answer = await intake.submit(prepared(client, clock), None)
+    answer = await intake.submit(one(prepared(client, clock), None))
     assert answer.status == 202
 
 
@@ -258,9 +268,9 @@ async def test_a_batch_that_gets_no_connection_is_not_retried_one_by_one(
         raise sa.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
 
     monkeypatch.setattr(intake_module, "store_notifications", store)
-    intake = client.app[INTAKE]
+    intake = intake_of(client)
     results = await asyncio.gather(
-        *(intake.submit(prepared(client, clock, body=f"n{i}"), None) for i in range(5)),
+        *(intake.submit(one(prepared(client, clock, body=f"n{i}"), None)) for i in range(5)),
         return_exceptions=True,
     )
     assert all(isinstance(result, sa.exc.TimeoutError) for result in results)
@@ -273,21 +283,21 @@ async def test_an_overloaded_intake_refuses_instead_of_queueing_without_bound(
     await register(client)
     intake = Intake(
         session_factory(engine),
-        policy=client.app[POLICY],
+        policy=client.app[SERVICES].context.policy,
         clock=clock,
         retention=timedelta(hours=24),
         max_waiting=2,
     )
     intake.start()
     results = await asyncio.gather(
-        *(intake.submit(prepared(client, clock, body=str(i)), None) for i in range(4)),
+        *(intake.submit(one(prepared(client, clock, body=str(i)), None)) for i in range(4)),
         return_exceptions=True,
     )
     await intake.close()
     assert [type(result).__name__ for result in results] == [
         "Answer",
         "Answer",
-        "ServiceUnavailable",
-        "ServiceUnavailable",
+        "Unavailable",
+        "Unavailable",
     ]
-    assert isinstance(results[2], ServiceUnavailable) and "overloaded" in results[2].detail
+    assert isinstance(results[2], Unavailable) and "overloaded" in results[2].detail

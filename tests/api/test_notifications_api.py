@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from gateway.api.app import init_app
+from gateway.api.app import create_app
 from tests.api.conftest import (
     FCM_TOKEN,
     FULL_KEY,
@@ -299,7 +299,7 @@ async def test_app_may_be_left_out_with_one_app(
         ],
     )
     client = await aiohttp_client(
-        init_app(settings, engine=engine, clock=clock), headers=auth(FULL_KEY)
+        create_app(settings, engine=engine, clock=clock), headers=auth(FULL_KEY)
     )
     await register(client, app="solo")
     response = await client.post(

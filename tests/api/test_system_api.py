@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from gateway.api.app import all_routes, init_app
+from gateway.api.app import create_app
+from gateway.api.routes import ROUTES
 from tests.api.conftest import Client, make_settings
 
 
@@ -16,7 +17,7 @@ async def test_health_and_ready_need_no_key(client: Client) -> None:
 
 async def test_readyz_fails_when_database_is_unreachable(aiohttp_client, tmp_path) -> None:
     settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/x.db")
-    client: TestClient = await aiohttp_client(init_app(settings))  # type: ignore[type-arg]
+    client: TestClient = await aiohttp_client(create_app(settings))  # type: ignore[type-arg]
     response = await client.get("/readyz")
     assert response.status == 503
     assert (await response.json())["database"] == "unreachable"
@@ -35,7 +36,7 @@ async def test_metrics_count_requests_by_route_and_status(client: Client) -> Non
 async def test_openapi_describes_every_route(client: Client) -> None:
     document = await (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
-    for route in all_routes():
+    for route in ROUTES:
         assert route.method.lower() in document["paths"][route.path], route.path
     post = document["paths"]["/v1/notifications"]["post"]
     schema_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]

@@ -27,7 +27,6 @@ from typing import IO, Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.config import ApnsConfig
 from gateway.models import Delivery, DeliveryStatus, Notification, NotificationStatus
 from tokens.models import Device
 
@@ -65,7 +64,7 @@ def write_config(
     path: Path,
     *,
     database_url: str,
-    apns: ApnsConfig,
+    apns: dict[str, Any],
     delivery: dict[str, object],
 ) -> Path:
     """A worker configuration: one app delivering to ``apns``, no sandbox, ``delivery`` knobs."""
@@ -84,7 +83,7 @@ def write_config(
         "",
         "[apps.apns]",
     ]
-    for key, value in apns.model_dump(exclude_none=True).items():
+    for key, value in apns.items():
         lines.append(f"{key} = {toml_value(value)}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

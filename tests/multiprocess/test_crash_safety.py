@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import DatabaseConfig
 from gateway.db import create_engine, upgrade_database
-from gateway.delivery import ROUNDS_IN_FLIGHT
+from gateway.delivery.worker import ROUNDS_IN_FLIGHT
 from gateway.models import DeliveryStatus, NotificationStatus
 from gateway.simulators.apns import ApnsReply, ApnsSimulator
 from tests.conftest import drop_postgres_schema, make_postgres_schema_url, require_postgres

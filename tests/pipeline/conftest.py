@@ -32,17 +32,15 @@ from sqlmodel import col, select
 
 from gateway.api.app import init_app
 from gateway.config import Settings
-from gateway.db import session_factory
-from gateway.delivery import DeliveryWorker, ProviderLookup, RoundResult
+from gateway.delivery.queue import DeliveryQueue
+from gateway.delivery.worker import DeliveryWorker, ProviderLookup, RoundResult
 from gateway.metrics import Metrics
 from gateway.models import Delivery
-from gateway.notifications import build_policy_settings
-from gateway.providers.registry import ProviderRegistry
+from gateway.runtime import Role, Runtime, build_runtime
 from gateway.scheduler import GatewayJobs
 from gateway.simulators.apns import ApnsSimulator
 from gateway.simulators.fcm import FcmSimulator
 from tests.api.conftest import FULL_KEY, FakeClock, make_settings, sha
-from tokens.feedback import InvalidationGuard
 
 APP = "demo"
 TOPIC = "com.example.demo"
@@ -83,15 +81,37 @@ class Pipeline:
 
     client: Client
     clock: FakeClock
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    metrics: Metrics
-    providers: ProviderRegistry
-    worker: DeliveryWorker
-    jobs: GatewayJobs
+    runtime: Runtime
     apns: ApnsSimulator
     fcm: FcmSimulator
     extra_workers: list[DeliveryWorker] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self.runtime.context.sessions
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    @property
+    def providers(self) -> ProviderLookup:
+        assert self.runtime.providers is not None
+        return self.runtime.providers
+
+    @property
+    def worker(self) -> DeliveryWorker:
+        assert self.runtime.worker is not None
+        return self.runtime.worker
+
+    @property
+    def jobs(self) -> GatewayJobs:
+        assert self.runtime.jobs is not None
+        return self.runtime.jobs
 
     # -- the HTTP API --------------------------------------------------------------------------
 
@@ -189,14 +209,18 @@ class Pipeline:
 
     def new_worker(self, owner: str, providers: ProviderLookup | None = None) -> DeliveryWorker:
         """A second worker on the same database, clock and providers (another process)."""
-        worker = DeliveryWorker(
+        queue = DeliveryQueue(
             self.sessions,
+            owner=owner,
+            skip_locked=not self.settings.database.is_sqlite,
+            lease_seconds=self.settings.delivery.lease_seconds,
+        )
+        worker = DeliveryWorker(
+            queue,
             providers or self.providers,
             self.settings.delivery,
             clock=self.clock,
             metrics=self.metrics,
-            owner=owner,
-            use_skip_locked=not self.settings.database.is_sqlite,
         )
         self.extra_workers.append(worker)
         return worker
@@ -262,43 +286,19 @@ async def start_pipeline(
                 ],
                 delivery={**DELIVERY, **delivery},
             )
-            sessions = session_factory(engine)
-            metrics = Metrics()
-            providers = ProviderRegistry.from_settings(settings)
-            stack.push_async_callback(providers.close)
-            skip_locked = not settings.database.is_sqlite
-            worker = DeliveryWorker(
-                sessions,
-                providers,
-                settings.delivery,
-                clock=clock,
-                metrics=metrics,
-                guard=InvalidationGuard(
-                    window_seconds=settings.tokens.mass_invalidation_window_seconds,
-                    min_sends=settings.tokens.mass_invalidation_min_sends,
-                    ratio=settings.tokens.mass_invalidation_ratio,
-                ),
-                owner="worker-a",
-                use_skip_locked=skip_locked,
-            )
-            jobs = GatewayJobs(
-                sessions,
-                settings,
-                build_policy_settings(settings),
-                worker,
-                clock=clock,
-                metrics=metrics,
-                skip_locked=skip_locked,
+            runtime = await stack.enter_async_context(
+                build_runtime(
+                    settings,
+                    role=Role.ALL,
+                    engine=engine,
+                    clock=clock,
+                    worker_owner="worker-a",
+                )
             )
             client = await aiohttp_client(
-                init_app(
-                    settings, engine=engine, clock=clock, metrics=metrics, dispatch=worker.wake
-                ),
-                headers={"Authorization": f"Bearer {FULL_KEY}"},
+                init_app(runtime), headers={"Authorization": f"Bearer {FULL_KEY}"}
             )
-            return Pipeline(
-                client, clock, settings, sessions, metrics, providers, worker, jobs, apns, fcm
-            )
+            return Pipeline(client, clock, runtime, apns, fcm)
 
         yield start
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from gateway.db import transaction
-from gateway.delivery import finish_notifications, lock_notifications
+from gateway.delivery.queue import finish_notifications, lock_notifications
 from gateway.models import Delivery, DeliveryStatus
 from tests.pipeline.conftest import Pipeline
 

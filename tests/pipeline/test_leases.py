@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.delivery import ProviderLookup
+from gateway.delivery.worker import ProviderLookup
 from gateway.providers.base import Platform, Provider, PushMessage
 from tests.pipeline.conftest import Pipeline
 from tokens.reports import DeliveryReport, Outcome
@@ -90,7 +90,7 @@ async def test_a_late_retry_does_not_reopen_a_finished_delivery(pipeline: Pipeli
     assert (await pipeline.deliver(pipeline.new_worker("worker-b"))).outcomes == {Outcome.SENT: 1}
     retry = DeliveryReport(Outcome.RETRY, reason="ServiceUnavailable", status=503)
     recorded = await worker_a.record_reports(claimed, [retry], pipeline.clock.now)
-    assert (recorded.reports, recorded.finished) == ([], 0)
+    assert (recorded.results, recorded.finished) == ([], 0)
 
     body = await pipeline.notification(notification["id"])
     assert body["status"] == "sent"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from gateway.delivery import ProviderLookup
+from gateway.delivery.worker import ProviderLookup
 from gateway.providers.base import Platform, Provider, PushMessage
 from gateway.simulators.apns import ApnsReply
 from gateway.simulators.fcm import Fault

@@ -13,8 +13,8 @@ from sqlmodel import col
 
 from gateway.db import transaction
 from gateway.models import Notification
-from gateway.notifications import lock_users
-from gateway.release import RELEASE_RETRY_DELAY
+from gateway.services.release import RELEASE_RETRY_DELAY
+from gateway.services.snapshot import lock_users
 from tests.pipeline.conftest import TOKYO, Pipeline
 
 

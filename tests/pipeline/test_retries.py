@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.providers.registry import ProviderRegistry
+from gateway.delivery.providers import ProviderSet
 from gateway.simulators.apns import ApnsReply
 from gateway.simulators.fcm import Fault
 from tests.pipeline.conftest import APP, Pipeline, StartPipeline
@@ -125,7 +125,7 @@ async def test_timeouts_are_retried(pipeline: Pipeline) -> None:
 
     impatient = pipeline.settings.delivery.model_copy(update={"send_timeout_seconds": 0.5})
     patient = pipeline.worker.providers
-    impatient_providers = ProviderRegistry(pipeline.settings.apps, impatient)
+    impatient_providers = ProviderSet(pipeline.settings.apps, impatient)
     pipeline.worker.providers = impatient_providers
     try:
         result = await pipeline.deliver()

@@ -9,6 +9,7 @@ import asyncio
 import secrets
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +17,8 @@ import pytest
 from aioapns import APNs
 from aioapns.connection import APNsProductionClientProtocol
 
-from gateway.config import AppConfig
-from gateway.providers.apns import ApnsProvider
-from gateway.providers.base import PushMessage
+from gateway.providers.apns import ApnsConfig, ApnsProvider
+from gateway.providers.base import AppProfile, PushMessage
 from gateway.simulators.apns import ApnsSimulator
 from policies.tiers import Tier
 
@@ -32,7 +32,6 @@ def new_token() -> str:
 def make_message(token: str | None = None, **fields: Any) -> PushMessage:
     defaults: dict[str, Any] = {
         "token": token or new_token(),
-        "platform": "ios",
         "tier": Tier.TRANSACTIONAL,
         "expires_at": datetime.now(UTC) + timedelta(hours=1),
         "title": "Your order shipped",
@@ -41,13 +40,26 @@ def make_message(token: str | None = None, **fields: Any) -> PushMessage:
     return PushMessage(**{**defaults, **fields})
 
 
+@dataclass(frozen=True)
+class ApnsApp:
+    """An app and its ``[apps.apns]`` section: what an :class:`ApnsProvider` is built from."""
+
+    profile: AppProfile
+    config: ApnsConfig
+
+    def provider(self, **options: Any) -> ApnsProvider:
+        return ApnsProvider(self.profile, self.config, **options)
+
+    def with_config(self, **changes: Any) -> ApnsApp:
+        return replace(self, config=self.config.model_copy(update=changes))
+
+
 def app_for(
     simulator: ApnsSimulator, *, certificate_auth: bool = False, time_sensitive: bool = False
-) -> AppConfig:
-    return AppConfig(
-        id="shop",
-        time_sensitive=time_sensitive,
-        apns=simulator.apns_config(TOPIC, certificate_auth=certificate_auth),
+) -> ApnsApp:
+    return ApnsApp(
+        AppProfile(id="shop", time_sensitive=time_sensitive),
+        ApnsConfig.model_validate(simulator.apns_config(TOPIC, certificate_auth=certificate_auth)),
     )
 
 
@@ -60,7 +72,7 @@ async def apns_sim_fixture() -> AsyncIterator[ApnsSimulator]:
 @pytest.fixture(name="apns_provider")
 async def apns_provider_fixture(apns_sim: ApnsSimulator) -> AsyncIterator[ApnsProvider]:
     # A generous deadline: these tests are about what is sent and answered, not about time.
-    provider = ApnsProvider(app_for(apns_sim), send_timeout_seconds=60)
+    provider = app_for(apns_sim).provider(send_timeout_seconds=60)
     try:
         yield provider
     finally:

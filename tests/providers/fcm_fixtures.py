@@ -11,6 +11,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.config import AppConfig
-from gateway.providers.base import PushMessage
-from gateway.providers.fcm import FcmProvider
+from gateway.providers.base import AppProfile, PushMessage
+from gateway.providers.fcm import FcmConfig, FcmProvider
 from gateway.simulators.fcm import FcmSimulator
 from policies.tiers import Tier
 
@@ -37,7 +37,6 @@ def new_token() -> str:
 def make_message(token: str | None = None, **fields: Any) -> PushMessage:
     defaults: dict[str, Any] = {
         "token": token or new_token(),
-        "platform": "android",
         "tier": Tier.TRANSACTIONAL,
         "expires_at": datetime.now(UTC) + timedelta(hours=1),
         "title": "Your order shipped",
@@ -52,10 +51,23 @@ def service_account_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def app_for(simulator: FcmSimulator, folder: Path, **fcm: Any) -> AppConfig:
+@dataclass(frozen=True)
+class FcmApp:
+    """An app and its ``[apps.fcm]`` section: what an :class:`FcmProvider` is built from."""
+
+    profile: AppProfile
+    config: FcmConfig
+
+    def provider(self, **options: Any) -> FcmProvider:
+        return FcmProvider(self.profile, self.config, **options)
+
+
+def app_for(simulator: FcmSimulator, folder: Path, **fcm: Any) -> FcmApp:
     """An app whose ``[apps.fcm]`` points at ``simulator`` with a new service account."""
     config = simulator.fcm_config(folder, PROJECT, key=service_account_key())
-    return AppConfig(id=APP_ID, channels=CHANNELS, fcm=config.model_copy(update=fcm))
+    return FcmApp(
+        AppProfile(id=APP_ID, channels=CHANNELS), FcmConfig.model_validate({**config, **fcm})
+    )
 
 
 @pytest.fixture(name="fcm_sim")
@@ -65,13 +77,13 @@ async def fcm_sim_fixture() -> AsyncIterator[FcmSimulator]:
 
 
 @pytest.fixture(name="fcm_app")
-def fcm_app_fixture(fcm_sim: FcmSimulator, tmp_path: Path) -> AppConfig:
+def fcm_app_fixture(fcm_sim: FcmSimulator, tmp_path: Path) -> FcmApp:
     return app_for(fcm_sim, tmp_path)
 
 
 @pytest.fixture(name="fcm_provider")
-async def fcm_provider_fixture(fcm_app: AppConfig) -> AsyncIterator[FcmProvider]:
-    provider = FcmProvider(fcm_app, send_timeout_seconds=5.0)
+async def fcm_provider_fixture(fcm_app: FcmApp) -> AsyncIterator[FcmProvider]:
+    provider = fcm_app.provider(send_timeout_seconds=5.0)
     try:
         yield provider
     finally:

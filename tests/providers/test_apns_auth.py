@@ -7,12 +7,13 @@ from pathlib import Path
 
 import jwt
 
-from gateway.config import ApnsConfig, AppConfig
-from gateway.providers.apns import ApnsProvider
+from gateway.providers.apns import ApnsConfig, ApnsProvider
+from gateway.providers.base import AppProfile
 from gateway.simulators.apns import ApnsSimulator, ProviderKey
 from gateway.simulators.tls import CertificateAuthority
 from tests.providers.apns_fixtures import (  # noqa: F401 -- fixtures register by import
     TOPIC,
+    ApnsApp,
     apns_provider_fixture,
     apns_sim_fixture,
     app_for,
@@ -21,8 +22,8 @@ from tests.providers.apns_fixtures import (  # noqa: F401 -- fixtures register b
 from tokens.reports import Outcome
 
 
-async def _send_once(app: AppConfig) -> Outcome:
-    provider = ApnsProvider(app, send_timeout_seconds=10)
+async def _send_once(app: ApnsApp) -> Outcome:
+    provider = app.provider(send_timeout_seconds=10)
     try:
         [report] = await provider.send([make_message()])
     finally:
@@ -30,14 +31,10 @@ async def _send_once(app: AppConfig) -> Outcome:
     return report.outcome
 
 
-def _with_key(app: AppConfig, tmp_path: Path, key: ProviderKey) -> AppConfig:
+def _with_key(app: ApnsApp, tmp_path: Path, key: ProviderKey) -> ApnsApp:
     key_file = tmp_path / "other.p8"
     key_file.write_text(key.private_key_pem)
-    assert app.apns is not None
-    apns = app.apns.model_copy(
-        update={"key_file": key_file, "key_id": key.key_id, "team_id": key.team_id}
-    )
-    return app.model_copy(update={"apns": apns})
+    return app.with_config(key_file=key_file, key_id=key.key_id, team_id=key.team_id)
 
 
 async def test_token_auth_sends_an_es256_jwt_naming_key_and_team(
@@ -70,22 +67,22 @@ async def test_a_client_certificate_from_another_ca_is_refused_at_the_handshake(
     apns_sim: ApnsSimulator, tmp_path: Path
 ) -> None:
     stranger = CertificateAuthority.generate("not Apple").issue_client_certificate("x", TOPIC)
-    app = AppConfig(
-        id="shop",
-        apns=ApnsConfig(
+    app = ApnsApp(
+        AppProfile(id="shop"),
+        ApnsConfig(
             topic=TOPIC,
             cert_file=stranger.write_bundle(tmp_path / "stranger.pem"),
             endpoint=apns_sim.endpoint,
             ca_file=apns_sim.ca_file,
         ),
     )
-    provider = ApnsProvider(app, send_timeout_seconds=10)
+    provider = app.provider(send_timeout_seconds=10)
     try:
         [report] = await provider.send([make_message()])
     finally:
         await provider.close()
 
-    assert report.outcome is Outcome.RETRY  # SPEC §4: connection errors are transient
+    assert report.outcome is Outcome.RETRY  # connection errors are transient
     assert apns_sim.requests == []
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ApnsConfig, AppConfig
-from gateway.providers.apns import ApnsProvider
+from gateway.providers.apns import ApnsConfig, ApnsProvider
+from gateway.providers.base import AppProfile
 from gateway.simulators.apns import ApnsReply, ApnsSimulator
 from tests.providers.apns_fixtures import (  # noqa: F401 -- fixtures register by import
     apns_provider_fixture,
@@ -57,6 +57,8 @@ async def test_each_status_and_reason_maps_to_its_outcome(
     assert report.status == reply.status
     assert report.provider_id == apns_sim.requests[0].headers["apns-id"]
     assert report.token_invalid_since is None
+    # dead-token answers that en masse mean a wrong environment or topic, not dead phones
+    assert report.misconfiguration == (reason in {"BadDeviceToken", "DeviceTokenNotForTopic"})
 
 
 async def test_success_reports_the_apns_id(
@@ -84,6 +86,21 @@ async def test_unregistered_carries_the_time_apple_last_saw_the_token(
     assert report.status == 410
     assert report.token_invalid_since == since
     assert report.is_token_dead
+
+
+async def test_only_unregistered_carries_its_timestamp(
+    apns_sim: ApnsSimulator, apns_provider: ApnsProvider
+) -> None:
+    # Apple documents the timestamp for Unregistered: it says since when the token was dead,
+    # which the registry compares with the token's last registration. Any other 410 is final.
+    message = make_message()
+    since = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    apns_sim.script(ApnsReply(410, "ExpiredToken", timestamp=since), token=message.token)
+
+    [report] = await apns_provider.send([message])
+
+    assert (report.outcome, report.reason) == (Outcome.TOKEN_DEAD, "ExpiredToken")
+    assert report.token_invalid_since is None
 
 
 @pytest.mark.parametrize(
@@ -137,12 +154,8 @@ async def test_an_unreachable_endpoint_is_a_retry(apns_sim: ApnsSimulator) -> No
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = app_for(apns_sim)
-    assert app.apns is not None
-    unreachable = app.model_copy(
-        update={"apns": app.apns.model_copy(update={"endpoint": f"https://127.0.0.1:{port}"})}
-    )
-    provider = ApnsProvider(unreachable, send_timeout_seconds=5)
+    unreachable = app_for(apns_sim).with_config(endpoint=f"https://127.0.0.1:{port}")
+    provider = unreachable.provider(send_timeout_seconds=5)
     try:
         [report] = await provider.send([make_message()])
     finally:
@@ -153,16 +166,15 @@ async def test_an_unreachable_endpoint_is_a_retry(apns_sim: ApnsSimulator) -> No
 
 
 async def test_unusable_credentials_fail_the_send_instead_of_raising(tmp_path: Path) -> None:
-    app = AppConfig(
-        id="shop",
-        apns=ApnsConfig(
+    provider = ApnsProvider(
+        AppProfile(id="shop"),
+        ApnsConfig(
             topic="com.example.pushgate",
             team_id="TEAM",
             key_id="KEY",
             key_file=tmp_path / "missing.p8",
         ),
     )
-    provider = ApnsProvider(app)
     try:
         [report] = await provider.send([make_message()])
     finally:

@@ -121,7 +121,7 @@ async def test_odd_responses_resolve_and_leave_the_connection_usable(
 
 async def test_rst_stream_is_a_retry_and_frees_the_stream_slot() -> None:
     async with ApnsSimulator(max_concurrent_streams=4) as simulator:
-        provider = ApnsProvider(app_for(simulator), max_connections=1)
+        provider = app_for(simulator).provider(max_connections=1)
         simulator.script(ApnsReply(fault="rst_stream"), times=10)
         try:
             async with asyncio.timeout(SAFETY_SECONDS):
@@ -167,7 +167,7 @@ async def test_a_connection_reset_is_a_retry_and_the_next_send_reconnects(
 
 
 async def test_a_missed_deadline_does_not_poison_the_connection(apns_sim: ApnsSimulator) -> None:
-    provider = ApnsProvider(app_for(apns_sim), send_timeout_seconds=0.2, max_connections=1)
+    provider = app_for(apns_sim).provider(send_timeout_seconds=0.2, max_connections=1)
     silent = make_message()
     apns_sim.script(ApnsReply(fault="no_response"), token=silent.token)
     try:
@@ -227,7 +227,7 @@ async def test_every_request_gets_its_own_apns_id(
 async def test_max_concurrent_streams_from_settings_is_respected() -> None:
     async with ApnsSimulator(max_concurrent_streams=5) as simulator:
         simulator.script(ApnsReply(delay=0.02))
-        provider = ApnsProvider(app_for(simulator), max_connections=2)
+        provider = app_for(simulator).provider(max_connections=2)
         try:
             async with asyncio.timeout(SAFETY_SECONDS):
                 reports = await provider.send([make_message() for _ in range(60)])
@@ -243,7 +243,7 @@ async def test_the_simulator_forgets_delayed_answers_once_sent() -> None:
     as much as all before it (a 200,000 release wave slowed to 80 answers a second)."""
     async with ApnsSimulator() as simulator:
         simulator.script(ApnsReply(delay=0.001))
-        provider = ApnsProvider(app_for(simulator), max_connections=1)
+        provider = app_for(simulator).provider(max_connections=1)
         try:
             async with asyncio.timeout(SAFETY_SECONDS):
                 reports = await provider.send([make_message() for _ in range(50)])

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from datetime import UTC, datetime, timedelta
 
-import h2.utilities
 import pytest
-from aioapns.connection import AuthorizationHeaderProvider
-from hpack import NeverIndexedHeaderTuple
 
-from gateway.config import AppConfig
 from gateway.providers.apns import (
     APNS_MAX_PAYLOAD_BYTES,
     ApnsProvider,
-    _ApnsConnectionPool,
-    _HardenedConnection,
     apns_payload_size,
     build_apns_payload,
-    build_apns_request,
     encode_apns_payload,
 )
+from gateway.providers.base import AppProfile
 from gateway.simulators.apns import ApnsSimulator
 from policies.tiers import Tier
 from tests.providers.apns_fixtures import (  # noqa: F401 -- fixtures register by import
@@ -33,8 +25,8 @@ from tests.providers.apns_fixtures import (  # noqa: F401 -- fixtures register b
 )
 from tokens.reports import Outcome
 
-PLAIN_APP = AppConfig(id="shop")
-TIME_SENSITIVE_APP = AppConfig(id="bank", time_sensitive=True)
+PLAIN_APP = AppProfile(id="shop")
+TIME_SENSITIVE_APP = AppProfile(id="bank", time_sensitive=True)
 
 
 def test_alert_fields_go_into_aps_and_data_beside_it() -> None:
@@ -69,7 +61,7 @@ def test_alert_fields_go_into_aps_and_data_beside_it() -> None:
         (Tier.PROMOTIONAL, TIME_SENSITIVE_APP, "passive"),
     ],
 )
-def test_interruption_level_follows_the_tier(tier: Tier, app: AppConfig, level: str) -> None:
+def test_interruption_level_follows_the_tier(tier: Tier, app: AppProfile, level: str) -> None:
     payload = build_apns_payload(make_message(tier=tier), app)
 
     assert payload["aps"]["interruption-level"] == level
@@ -121,7 +113,7 @@ def test_payload_size_counts_the_bytes_sent() -> None:
 async def test_each_tier_reaches_apns_with_its_priority_and_level(
     apns_sim: ApnsSimulator, tier: Tier, time_sensitive: bool, priority: str, level: str
 ) -> None:
-    provider = ApnsProvider(app_for(apns_sim, time_sensitive=time_sensitive))
+    provider = app_for(apns_sim, time_sensitive=time_sensitive).provider()
     expires_at = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
     try:
         [report] = await provider.send(
@@ -164,44 +156,3 @@ async def test_data_only_reaches_apns_as_background_priority_5(
     assert request.headers["apns-priority"] == "5"
     assert "apns-collapse-id" not in request.headers
     assert request.payload == {"sync": "inbox", "aps": {"content-available": 1}}
-
-
-class _StaticBearer(AuthorizationHeaderProvider):
-    def get_header(self) -> str:
-        return "bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln"
-
-
-async def test_request_headers_are_what_h2_would_normalise_and_validate_them_to() -> None:
-    """The connection turns off h2's outbound normalisation and validation (a tenth of a
-    send's CPU): its header list, with every optional header, must come out of both unchanged,
-    the credential never indexed."""
-    authority = "api.push.apple.com"
-    pool = _ApnsConnectionPool(
-        topic=TOPIC,
-        host="127.0.0.1",
-        port=443,
-        authority=authority,
-        ssl_context=ssl.create_default_context(),
-        auth_provider=None,
-        max_connections=1,
-    )
-    connection = _HardenedConnection(
-        f" {TOPIC}\t", authority, asyncio.get_running_loop(), _StaticBearer(), pool
-    )
-    message = make_message(collapse_key=" order-42 ")
-    request = build_apns_request(message, PLAIN_APP)
-    headers = h2.utilities.utf8_encode_headers(connection._headers(request))
-    flags = h2.utilities.HeaderValidationFlags(
-        is_client=True, is_trailer=False, is_response_header=False, is_push_promise=False
-    )
-
-    normalized = h2.utilities.normalize_outbound_headers(headers, flags)
-    validated = list(h2.utilities.validate_outbound_headers(normalized, flags))
-
-    assert validated == headers
-    assert [type(header) for header in validated] == [type(header) for header in headers]
-    sent = dict(headers)
-    assert sent[b":path"] == f"/3/device/{message.token}".encode()
-    assert (sent[b"apns-topic"], sent[b"apns-collapse-id"]) == (TOPIC.encode(), b"order-42")
-    assert isinstance(headers[-1], NeverIndexedHeaderTuple)
-    assert headers[-1][0] == b"authorization"

@@ -12,12 +12,12 @@ import psutil
 import pytest
 from firebase_admin import messaging
 
-from gateway.config import AppConfig
 from gateway.providers.base import PushMessage
 from gateway.providers.fcm import FcmProvider
 from gateway.simulators.fcm import FcmSimulator
 from gateway.simulators.tls import CertificateAuthority, server_ssl_context
 from tests.providers.fcm_fixtures import (  # noqa: F401 -- fixtures register by import
+    FcmApp,
     app_for,
     fcm_app_fixture,
     fcm_provider_fixture,
@@ -78,7 +78,7 @@ def test_one_provider_serves_several_event_loops_in_turn(tmp_path: Path) -> None
     with simulator_in_thread() as simulator:
         port = int(simulator.endpoint.rsplit(":", 1)[1])
         app = app_for(simulator, tmp_path)
-        provider = FcmProvider(app)  # built outside any loop, as a config loader would
+        provider = app.provider()  # built outside any loop, as a config loader would
 
         for _ in range(3):  # each asyncio.run is a new loop; the previous one is closed
             reports = _send_in_new_loop(provider, [make_message() for _ in range(5)])
@@ -88,7 +88,7 @@ def test_one_provider_serves_several_event_loops_in_turn(tmp_path: Path) -> None
 
         asyncio.run(provider.close())
         # Closed, the app id is free again for a new provider, which works in yet another loop.
-        replacement = FcmProvider(app)
+        replacement = app.provider()
         reports = _send_in_new_loop(replacement, [make_message()])
         asyncio.run(replacement.close())
 
@@ -98,10 +98,10 @@ def test_one_provider_serves_several_event_loops_in_turn(tmp_path: Path) -> None
 
 
 async def test_a_second_provider_for_the_same_app_is_refused_while_the_first_is_open(
-    fcm_provider: FcmProvider, fcm_app: AppConfig
+    fcm_provider: FcmProvider, fcm_app: FcmApp
 ) -> None:
     with pytest.raises(ValueError, match="already exists"):
-        FcmProvider(fcm_app)
+        fcm_app.provider()
 
 
 async def test_tls_endpoint_with_the_configured_ca_file(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ async def test_tls_endpoint_with_the_configured_ca_file(tmp_path: Path) -> None:
     ca_file = authority.write_pem(tmp_path / "ca.pem")
     async with FcmSimulator(ssl_context=context) as simulator:
         # Both the token endpoint (token_uri) and the send endpoint are https here.
-        provider = FcmProvider(app_for(simulator, tmp_path, ca_file=ca_file))
+        provider = app_for(simulator, tmp_path, ca_file=ca_file).provider()
         try:
             [report] = await provider.send([make_message()])
         finally:

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from firebase_admin import exceptions, messaging
 
-from gateway.config import AppConfig
 from gateway.providers.fcm import FcmProvider
 from gateway.simulators.fcm import Fault, FcmSimulator
 from tests.providers.fcm_fixtures import (  # noqa: F401 -- fixtures register by import
+    FcmApp,
     app_for,
     fcm_app_fixture,
     fcm_provider_fixture,
@@ -31,7 +31,7 @@ ROWS = [
     (Fault("UNREGISTERED"), DeliveryReport(Outcome.TOKEN_DEAD, None, "UNREGISTERED", 404)),
     (
         Fault("SENDER_ID_MISMATCH"),
-        DeliveryReport(Outcome.TOKEN_DEAD, None, "SENDER_ID_MISMATCH", 403),
+        DeliveryReport(Outcome.TOKEN_DEAD, None, "SENDER_ID_MISMATCH", 403, misconfiguration=True),
     ),
     # INVALID_ARGUMENT naming the token (message.token) vs naming another field.
     (Fault("INVALID_ARGUMENT"), DeliveryReport(Outcome.TOKEN_DEAD, None, "INVALID_ARGUMENT", 400)),
@@ -129,12 +129,10 @@ async def test_a_reset_connection_is_retried(
     assert second[0].outcome is Outcome.SENT
 
 
-async def test_a_send_past_its_timeout_is_retried(
-    fcm_sim: FcmSimulator, fcm_app: AppConfig
-) -> None:
+async def test_a_send_past_its_timeout_is_retried(fcm_sim: FcmSimulator, fcm_app: FcmApp) -> None:
     # The simulator holds the answer far longer than the timeout; it lets go when it stops.
     fcm_sim.inject(Fault(delay=60.0), count=1)
-    provider = FcmProvider(fcm_app, send_timeout_seconds=0.2)
+    provider = fcm_app.provider(send_timeout_seconds=0.2)
     try:
         [report] = await provider.send([make_message()])
     finally:
@@ -159,7 +157,7 @@ async def test_a_service_account_of_another_project_is_refused(
     fcm_sim: FcmSimulator, tmp_path: Path
 ) -> None:
     app = app_for(fcm_sim, tmp_path, project_id="someone-elses-project")
-    provider = FcmProvider(app)
+    provider = app.provider()
     try:
         [report] = await provider.send([make_message()])
     finally:
@@ -205,7 +203,7 @@ async def test_a_token_endpoint_refusal_fails_the_batch_without_sending(
     account["token_uri"] = fcm_sim.token_uri
     foreign.write_text(json.dumps(account))
     app = app_for(fcm_sim, tmp_path, service_account_file=foreign)
-    provider = FcmProvider(app)
+    provider = app.provider()
     try:
         reports = await provider.send([make_message(), make_message()])
     finally:
@@ -219,7 +217,7 @@ async def test_a_token_endpoint_refusal_fails_the_batch_without_sending(
 async def test_an_unreachable_token_endpoint_is_retried(tmp_path: Path) -> None:
     async with FcmSimulator() as gone:
         app = app_for(gone, tmp_path)
-    provider = FcmProvider(app)  # its token_uri now points at a closed port
+    provider = app.provider()  # its token_uri now points at a closed port
     try:
         [report] = await provider.send([make_message()])
     finally:

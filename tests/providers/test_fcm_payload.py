@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import AppConfig
+from gateway.providers.base import AppProfile
 from gateway.providers.fcm import FcmProvider, build_fcm_message
 from gateway.simulators.fcm import FcmSimulator
 from policies.tiers import Tier
@@ -22,7 +22,7 @@ from tests.providers.fcm_fixtures import (  # noqa: F401 -- fixtures register by
 from tokens.reports import Outcome
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-APP = AppConfig(id=APP_ID, channels=CHANNELS)
+APP = AppProfile(id=APP_ID, channels=CHANNELS)
 
 
 @pytest.mark.parametrize(

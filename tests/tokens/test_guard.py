@@ -11,7 +11,9 @@ from tokens import InvalidationGuard
 from tokens.reports import DeliveryReport, Outcome
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-BAD = DeliveryReport(Outcome.TOKEN_DEAD, reason="BadDeviceToken", status=400)
+# what a provider marks as a sign of misconfiguration (APNs BadDeviceToken, FCM
+# SENDER_ID_MISMATCH); the guard reads only the flag, never the reason
+BAD = DeliveryReport(Outcome.TOKEN_DEAD, reason="BadDeviceToken", status=400, misconfiguration=True)
 GONE = DeliveryReport(Outcome.TOKEN_DEAD, reason="Unregistered", status=410)
 SENT = DeliveryReport(Outcome.SENT, provider_id="id")
 

@@ -1,0 +1,22 @@
+"""What a request handler can reach: the services of the running gateway and the caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.services import Services
+from gateway.services.access import Caller
+
+SERVICES = web.AppKey("services", Services)
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+CALLER = web.RequestKey("caller", Caller)  # the authenticated key of a request
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def caller(request: web.Request) -> Caller:
+    return request[CALLER]

@@ -1,0 +1,112 @@
+"""Every endpoint of the HTTP API, in one table: the router, the OpenAPI document and the
+authentication middleware all read it."""
+
+from __future__ import annotations
+
+from gateway.api import devices, notifications, system, users
+from gateway.api.routing import IDEMPOTENCY_HEADER, Route
+from gateway.schemas import (
+    BatchRequest,
+    BatchResult,
+    DeviceList,
+    DeviceOut,
+    DeviceRegistration,
+    NotificationDetail,
+    NotificationOut,
+    NotificationRequest,
+    PreferencesOut,
+    PreferencesUpdate,
+)
+
+_PREFERENCES = "/v1/users/{user_id}/preferences"
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
+    Route("GET", "/readyz", system.readyz, "Readiness: the database is reachable", public=True),
+    Route("GET", "/metrics", system.metrics, "Prometheus metrics", content_type="text/plain"),
+    Route("GET", "/openapi.json", system.openapi, "This OpenAPI 3.1 document"),
+    Route(
+        "POST",
+        "/v1/devices",
+        devices.register_device,
+        "Register or refresh a device token",
+        request_model=DeviceRegistration,
+        responses={201: DeviceOut, 200: DeviceOut},
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/devices",
+        devices.list_devices,
+        "A user's devices and their token status",
+        responses={200: DeviceList},
+    ),
+    Route(
+        "DELETE",
+        "/v1/devices/{device_id}",
+        devices.unregister_device,
+        "Unregister a device",
+        responses={204: None},
+    ),
+    Route(
+        "GET",
+        _PREFERENCES,
+        users.get_preferences,
+        "A user's preferences",
+        responses={200: PreferencesOut},
+    ),
+    Route(
+        "PUT",
+        _PREFERENCES,
+        users.put_preferences,
+        "Replace a user's preferences (fields left out return to defaults)",
+        request_model=PreferencesUpdate,
+        responses={200: PreferencesOut},
+    ),
+    Route(
+        "PATCH",
+        _PREFERENCES,
+        users.patch_preferences,
+        "Change the given preference fields",
+        request_model=PreferencesUpdate,
+        responses={200: PreferencesOut},
+    ),
+    Route(
+        "DELETE",
+        "/v1/users/{user_id}",
+        users.forget_user,
+        "Forget a user: devices, preferences, notifications",
+        responses={204: None},
+    ),
+    Route(
+        "POST",
+        "/v1/notifications",
+        notifications.send_notification,
+        "Send a notification (classified, checked against consent and quiet hours)",
+        request_model=NotificationRequest,
+        responses={202: NotificationOut},
+        headers=(IDEMPOTENCY_HEADER,),
+    ),
+    Route(
+        "POST",
+        "/v1/notifications/batch",
+        notifications.send_batch,
+        "Send up to 500 notifications; results in order",
+        request_model=BatchRequest,
+        responses={200: BatchResult},
+        headers=(IDEMPOTENCY_HEADER,),
+    ),
+    Route(
+        "GET",
+        "/v1/notifications/{notification_id}",
+        notifications.read_notification,
+        "A notification with its deliveries",
+        responses={200: NotificationDetail},
+    ),
+    Route(
+        "DELETE",
+        "/v1/notifications/{notification_id}",
+        notifications.cancel_notification,
+        "Cancel a deferred or queued notification",
+        responses={200: NotificationOut},
+    ),
+)

@@ -1,0 +1,28 @@
+"""Liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.api.keys import OPENAPI, services
+from gateway.api.routing import json_response
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await services(request).ready():
+        return json_response({"status": "ready", "database": "reachable"})
+    return json_response({"status": "not ready", "database": "unreachable"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = services(request).context.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])

@@ -1,0 +1,301 @@
+"""The notification data path up to the queue: request → policy → store.
+
+:func:`prepare_notification` checks one request without the database (app, tier, caller,
+expiry, payload); :func:`store_notifications` decides a group of prepared requests from one
+snapshot of their users and stores them, with one pending delivery per device for those that
+may go now. :func:`decision_fields` is shared with the release job, which decides a deferred
+notification again with the state of its moment. Everything here runs inside the caller's
+transaction and takes ``now`` as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from gateway.config import Settings
+from gateway.errors import (
+    FieldError,
+    PayloadTooLarge,
+    TierConflict,
+    ValidationFailed,
+)
+from gateway.models import (
+    Delivery,
+    DeliveryStatus,
+    Notification,
+    NotificationStatus,
+)
+from gateway.providers.base import AppProfile, PayloadRejected, PushMessage
+from gateway.providers.registry import PROVIDERS
+from gateway.schemas import NotificationOut, NotificationRequest
+from gateway.services.access import Caller, resolve_app
+from gateway.services.snapshot import lock_users, snapshot_users
+from policies import (
+    Decision,
+    Defer,
+    Drop,
+    DropReason,
+    PolicySettings,
+    Send,
+    classify,
+    decide,
+    resolve_expiry,
+)
+from policies import TierConflict as PolicyTierConflict
+from policies.tiers import Tier
+from tokens.models import Device, new_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A notification request that passed every check that needs no database: who sends it,
+    for which app and tier, and until when it may be delivered."""
+
+    request: NotificationRequest
+    caller: Caller
+    app: str
+    tier: Tier
+    classified_by: str
+    expires_at: datetime
+
+
+def prepare_notification(
+    request: NotificationRequest,
+    *,
+    caller: Caller,
+    settings: Settings,
+    policy: PolicySettings,
+    now: datetime,
+) -> Prepared:
+    """Classify and authorise one request and resolve its expiry. Raises
+    :class:`~gateway.errors.GatewayError` subclasses for requests that must be refused."""
+    app = resolve_app(settings, request.app, caller)
+    try:
+        classification = classify(request.category, request.tier, policy)
+    except PolicyTierConflict as conflict:
+        raise TierConflict(
+            f"category {request.category!r} is {conflict.category_tier}, "
+            f"but tier {conflict.requested_tier} was requested"
+        ) from None
+    tier = classification.tier
+    caller.check_tier(tier)
+    expires_at = resolve_expiry(
+        now, tier, policy, ttl_seconds=request.ttl_seconds, expires_at=request.expires_at
+    )
+    if expires_at <= now:
+        raise ValidationFailed(f"expires_at {expires_at.isoformat()} is not in the future")
+    app_config = settings.app(app)
+    assert app_config is not None  # resolve_app checked it
+    check_deliverable(request, app=app_config.profile, tier=tier, expires_at=expires_at)
+    return Prepared(
+        request=request,
+        caller=caller,
+        app=app,
+        tier=tier,
+        classified_by=classification.classified_by,
+        expires_at=expires_at,
+    )
+
+
+def check_deliverable(
+    request: NotificationRequest, *, app: AppProfile, tier: Tier, expires_at: datetime
+) -> None:
+    """Refuse, at acceptance, what some provider would refuse at delivery: 422 for a reserved
+    data key, 413 for a payload over a provider's size limit. Every provider is asked, since
+    the user's devices (and so the providers) are only known when it is delivered."""
+    message = PushMessage(
+        token="",
+        tier=tier,
+        expires_at=expires_at,
+        title=request.title,
+        body=request.body,
+        data=request.data or {},
+        badge=request.badge,
+        sound=request.sound,
+        thread_id=request.thread_id,
+        collapse_key=request.collapse_key,
+    )
+    rejections: list[PayloadRejected] = []
+    for provider in PROVIDERS.values():
+        try:
+            provider.check_payload(message, app)
+        except PayloadRejected as exc:
+            rejections.append(exc)
+    # a malformed payload is worth fixing before its size is
+    for problem in sorted(rejections, key=lambda rejection: rejection.too_large):
+        if problem.too_large:
+            raise PayloadTooLarge(str(problem))
+        errors = [FieldError(problem.field, "reserved key")] if problem.field else []
+        raise ValidationFailed(str(problem), errors=errors)
+
+
+def delivery_row(notification_id: str, device: Device, *, now: datetime) -> dict[str, Any]:
+    """The pending delivery of a notification to ``device``: what the delivery worker picks up."""
+    return {
+        "id": new_id(),
+        "notification_id": notification_id,
+        "device_id": device.id,
+        "platform": device.platform,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def decision_fields(decision: Decision, *, now: datetime) -> dict[str, Any]:
+    """The notification columns that record the policy's decision."""
+    match decision:
+        case Send():
+            return {
+                "status": NotificationStatus.QUEUED,
+                "reason": None,
+                "deliver_at": now,
+                "counted_at": now,
+            }
+        case Defer(until=until, reason=reason):
+            return {
+                "status": NotificationStatus.DEFERRED,
+                "reason": str(reason),
+                "deliver_at": until,
+            }
+        case Drop(reason=reason):
+            status = (
+                NotificationStatus.EXPIRED
+                if reason == DropReason.EXPIRED
+                else NotificationStatus.DROPPED
+            )
+            return {"status": status, "reason": str(reason)}
+    raise TypeError(f"not a decision: {decision!r}")
+
+
+async def apply_decision(
+    session: AsyncSession,
+    notification: Notification,
+    decision: Decision,
+    devices: Sequence[Device],
+    *,
+    now: datetime,
+) -> None:
+    """Record the policy's decision on a stored notification; a send creates one pending
+    delivery per device."""
+    notification.updated_at = now
+    for name, value in decision_fields(decision, now=now).items():
+        setattr(notification, name, value)
+    session.add(notification)
+    if isinstance(decision, Send):
+        for device in devices:
+            session.add(Delivery(**delivery_row(notification.id, device, now=now)))
+
+
+async def supersede_deferred(
+    session: AsyncSession, *, user_id: str, app: str, collapse_key: str | None, now: datetime
+) -> int:
+    """A newer notification with the same user, app and collapse key replaces deferred ones."""
+    if collapse_key is None:
+        return 0
+    result = await session.execute(
+        sa.update(Notification)
+        .where(
+            col(Notification.user_id) == user_id,
+            col(Notification.app) == app,
+            col(Notification.collapse_key) == collapse_key,
+            col(Notification.status) == NotificationStatus.DEFERRED,
+        )
+        .values(
+            status=NotificationStatus.DROPPED,
+            reason=DropReason.SUPERSEDED,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def store_notifications(
+    session: AsyncSession, batch: Sequence[Prepared], *, policy: PolicySettings, now: datetime
+) -> list[NotificationOut]:
+    """Decide and store prepared notifications, in order, in the caller's transaction.
+
+    One snapshot of the users serves the whole batch, and each one queued counts against its
+    user's cap before the next is decided, so a batch decides exactly as the same requests
+    one after another would. The rows go in as bulk inserts, not ORM objects.
+    """
+    users = [prepared.request.user_id for prepared in batch]
+    await lock_users(session, users)
+    snapshot = await snapshot_users(session, set(users), now=now, policy=policy)
+    rows: list[dict[str, Any]] = []
+    inserted = 0
+    deliveries: list[dict[str, Any]] = []
+    for prepared in batch:
+        request = prepared.request
+        facts, devices = snapshot.facts(request.user_id, prepared.app)
+        decision = decide(now, prepared.tier, prepared.expires_at, facts, policy)
+        row = {
+            "id": new_id(),
+            "user_id": request.user_id,
+            "app": prepared.app,
+            "tier": prepared.tier,
+            "category": request.category,
+            "classified_by": prepared.classified_by,
+            "title": request.title,
+            "body": request.body,
+            "data": request.data,
+            "collapse_key": request.collapse_key,
+            "badge": request.badge,
+            "sound": request.sound,
+            "thread_id": request.thread_id,
+            "sender": prepared.caller.name,
+            "deliver_at": None,
+            "expires_at": prepared.expires_at,
+            "counted_at": None,
+            "created_at": now,
+            "updated_at": now,
+            **decision_fields(decision, now=now),
+        }
+        if request.collapse_key is not None and isinstance(decision, Send | Defer):
+            # earlier rows of this batch go in first, so this one supersedes them too
+            await _insert(session, Notification, rows[inserted:])
+            inserted = len(rows)
+            await supersede_deferred(
+                session,
+                user_id=request.user_id,
+                app=prepared.app,
+                collapse_key=request.collapse_key,
+                now=now,
+            )
+        if isinstance(decision, Send):
+            snapshot.count_queued(request.user_id, prepared.tier)
+            deliveries += [delivery_row(row["id"], device, now=now) for device in devices]
+        rows.append(row)
+    await _insert(session, Notification, rows[inserted:])
+    await _insert(session, Delivery, deliveries)  # after the notifications they reference
+    for row in rows:
+        log.info(
+            "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
+            row["id"],
+            row["user_id"],
+            row["tier"],
+            row["status"],
+            row["reason"],
+            row["sender"],
+        )
+    return [NotificationOut.model_validate(row) for row in rows]
+
+
+async def _insert(
+    session: AsyncSession, model: type[Notification] | type[Delivery], rows: list[dict[str, Any]]
+) -> None:
+    if rows:
+        await session.execute(sa.insert(model), rows)

@@ -1,0 +1,67 @@
+"""Who is calling, and what that caller may touch.
+
+A :class:`Caller` is an authenticated API key reduced to what the services check: its name
+(recorded on what it creates), the tiers it may send and the apps it may see. The services
+apply these limits in their own queries, so every entry point (HTTP API, CLI) gets them the
+same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import ApiKeyConfig, Settings
+from gateway.errors import Forbidden, UnknownApp, ValidationFailed
+from policies.tiers import Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated API key, or the operator at the command line."""
+
+    name: str
+    allowed_tiers: frozenset[Tier]
+    apps: frozenset[str] | None
+    """The apps this caller may see and touch; None: every app."""
+
+    @classmethod
+    def from_key(cls, key: ApiKeyConfig) -> Caller:
+        return cls(
+            name=key.name,
+            allowed_tiers=frozenset(key.allowed_tiers),
+            apps=frozenset(key.apps) if key.apps is not None else None,
+        )
+
+    @classmethod
+    def operator(cls, name: str) -> Caller:
+        """The operator at the command line: every tier and app."""
+        return cls(name=name, allowed_tiers=frozenset(Tier), apps=None)
+
+    def may_use_app(self, app: str) -> bool:
+        return self.apps is None or app in self.apps
+
+    def check_tier(self, tier: Tier) -> None:
+        """403 ``tier_not_allowed`` unless this caller may send ``tier``."""
+        if tier not in self.allowed_tiers:
+            allowed = ", ".join(sorted(self.allowed_tiers))
+            raise Forbidden(
+                f"API key {self.name!r} may not send {tier} notifications (allowed: {allowed})",
+                code="tier_not_allowed",
+            )
+
+
+def resolve_app(settings: Settings, requested: str | None, caller: Caller) -> str:
+    """The app a request is for: the one named, or the only one configured; checked against
+    the caller's apps (403 ``app_not_allowed``)."""
+    if requested is None:
+        if len(settings.apps) != 1:
+            raise ValidationFailed("app is required when more than one app is configured")
+        requested = settings.apps[0].id
+    if settings.app(requested) is None:
+        known = ", ".join(app.id for app in settings.apps) or "none"
+        raise UnknownApp(f"app {requested!r} is not configured (configured apps: {known})")
+    if not caller.may_use_app(requested):
+        raise Forbidden(
+            f"API key {caller.name!r} may not send for app {requested!r}", code="app_not_allowed"
+        )
+    return requested
