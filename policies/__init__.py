@@ -4,7 +4,8 @@ Pure decision logic: no I/O, no clock reads (`now` is always a parameter, an awa
 imports neither `gateway` nor `tokens`. The gateway classifies a request with `classify`,
 fixes its expiry with `resolve_expiry`, counts recent notifications from `cap_window_start`,
 and calls `decide` at acceptance and again at release; the answer is a value:
-`Send()`, `Defer(until)` or `Drop(reason)`.
+`Send()`, `Defer(until)` or `Drop(reason)`. A send scheduled in the user's local time is
+parsed with `parse_send_at_local` and turned into its instant with `resolve_send_at_local`.
 
 Instants returned by this package are aware datetimes in UTC.
 """
@@ -19,6 +20,14 @@ from policies.quiet_hours import (
     release_offset,
 )
 from policies.rules import cap_window_start, decide, resolve_expiry
+from policies.scheduling import (
+    LocalSendTime,
+    first_instant_at,
+    parse_send_at_local,
+    reresolve_send_at_local,
+    resolve_send_at_local,
+    scheduled_local_datetime,
+)
 from policies.settings import FrequencyCap, PolicySettings, QuietWindow, UserFacts
 from policies.tiers import Tier
 from policies.timezones import is_valid_timezone, resolve_timezone
@@ -30,6 +39,7 @@ __all__ = [
     "Drop",
     "DropReason",
     "FrequencyCap",
+    "LocalSendTime",
     "PolicySettings",
     "QuietWindow",
     "Send",
@@ -39,12 +49,17 @@ __all__ = [
     "cap_window_start",
     "classify",
     "decide",
+    "first_instant_at",
     "is_quiet",
     "is_valid_timezone",
     "next_allowed_instant",
     "next_quiet_instant",
+    "parse_send_at_local",
     "release_instant",
     "release_offset",
+    "reresolve_send_at_local",
     "resolve_expiry",
+    "resolve_send_at_local",
     "resolve_timezone",
+    "scheduled_local_datetime",
 ]
