@@ -32,6 +32,7 @@ import sys
 import timeit
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
 from policies import PolicySettings, Tier, UserFacts, decide
 
 GOAL_RATIO = 5.0

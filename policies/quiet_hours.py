@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from policies.memo import DecisionMemo
 from policies.timezones import load_zone
+from policies.wall_time import clock_shows, instants_of_wall_time, transition_between
 
 __all__ = [
     "is_quiet",
@@ -33,7 +34,6 @@ __all__ = [
 # a day, and one extra day covers a skipped date (Pacific/Apia, 2011-12-30).
 _FIRST_SEARCH_DAYS = range(-1, 4)
 _MAX_SEARCH_DAYS = 14
-_ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_SECOND = timedelta(seconds=1)
 
 
@@ -203,42 +203,9 @@ def _earliest_instant(
 
 
 def _candidates(day: date, zone: ZoneInfo, reach: time, back_over: time) -> Iterator[datetime]:
-    yield from _instants_of_wall_time(datetime.combine(day, reach), zone)
+    yield from instants_of_wall_time(datetime.combine(day, reach), zone)
     repeated = datetime.combine(day, back_over)
     first = repeated.replace(tzinfo=zone).astimezone(UTC)
     second = repeated.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if first < second and _shows(first, zone, repeated):
-        yield _transition_between(first, second, zone)
-
-
-def _instants_of_wall_time(wall: datetime, zone: ZoneInfo) -> Iterator[datetime]:
-    """The instants at which the local clock reads `wall`, or, in a gap, the transition."""
-    first = wall.replace(tzinfo=zone).astimezone(UTC)
-    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if first == second:
-        yield first
-    elif _shows(first, zone, wall):
-        yield first  # a repeated wall time: both occurrences
-        yield second
-    else:
-        # PEP 495: in a gap, fold=0 reads it with the offset before the transition and fold=1
-        # with the one after, so the transition lies between the two readings.
-        yield _transition_between(min(first, second), max(first, second), zone)
-
-
-def _shows(instant: datetime, zone: ZoneInfo, wall: datetime) -> bool:
-    # Naive comparison ignores fold, which is what is wanted here.
-    return instant.astimezone(zone).replace(tzinfo=None) == wall
-
-
-def _transition_between(low: datetime, high: datetime, zone: ZoneInfo) -> datetime:
-    """The first instant in (low, high] whose UTC offset differs from `low`'s (by bisection)."""
-    offset_before = low.astimezone(zone).utcoffset()
-    below, above = 0, (high - low) // _ONE_MICROSECOND
-    while above - below > 1:
-        middle = (below + above) // 2
-        if (low + middle * _ONE_MICROSECOND).astimezone(zone).utcoffset() == offset_before:
-            below = middle
-        else:
-            above = middle
-    return low + above * _ONE_MICROSECOND
+    if first < second and clock_shows(first, zone, repeated):
+        yield transition_between(first, second, zone)
