@@ -112,6 +112,7 @@ def settings_data(
                 "name": "bench",
                 "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
                 "allowed_tiers": ["transactional", "behavioral", "promotional"],
+                "scopes": ["*"],
             }
         ],
     }

@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from datetime import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +53,20 @@ _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and the fix."""
+
+
+class Scope(StrEnum):
+    """What an API key may do; ``[[api_keys]] scopes`` lists them (``["*"]``: all of them)."""
+
+    SEND = "send"  # send notifications; read and cancel the ones this key sent
+    DEVICES = "devices"  # register and remove devices, permission events, the soft ask
+    USERS_READ = "users:read"  # read a user's devices, preferences, notifications; the funnel
+    PREFERENCES = "preferences"  # change a user's consent and quiet hours
+    USERS_DELETE = "users:delete"  # forget a user
+    METRICS = "metrics"  # GET /metrics
+
+
+ALL_SCOPES = "*"
 
 
 def parse_hhmm(value: object) -> time:
@@ -164,6 +179,27 @@ class ApiKeyConfig(_Section):
     key_env: str | None = None
     allowed_tiers: list[Tier] = Field(min_length=1)
     apps: list[str] | None = None
+    # Left out, a key may only send: a forgotten line never grants consent or erasure.
+    scopes: list[str] = Field(default_factory=lambda: [Scope.SEND.value], min_length=1)
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        known = [scope.value for scope in Scope]
+        for scope in value:
+            if scope != ALL_SCOPES and scope not in known:
+                raise ValueError(
+                    f'unknown scope {scope!r}; scopes are {", ".join(known)}, or "*" for all'
+                )
+        if ALL_SCOPES in value and len(value) > 1:
+            raise ValueError('"*" already grants every scope; give it alone')
+        return value
+
+    @property
+    def granted_scopes(self) -> frozenset[Scope]:
+        if self.scopes == [ALL_SCOPES]:
+            return frozenset(Scope)
+        return frozenset(Scope(scope) for scope in self.scopes)
 
     @field_validator("key_sha256")
     @classmethod

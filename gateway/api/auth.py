@@ -55,13 +55,20 @@ def caller_of(request: web.Request, ring: KeyRing) -> Caller:
 
 
 def auth_middleware(ring: KeyRing, routes: Iterable[Route]) -> Middleware:
-    """Every request but those to public routes must carry a valid key."""
+    """Every request but those to public routes must carry a valid key (401), and a key with
+    one of the route's scopes (403 ``scope_required``)."""
+    routes = list(routes)
     public = frozenset(route.path for route in routes if route.public)
+    scopes = {(route.method, route.path): route.scopes for route in routes}
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in public:
-            request[CALLER] = caller_of(request, ring)
+            caller = request[CALLER] = caller_of(request, ring)
+            resource = request.match_info.route.resource
+            needed = scopes.get((request.method, resource.canonical)) if resource else None
+            if needed:
+                caller.require(*needed)
         return await handler(request)
 
     return authenticate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway.api import devices, notifications, system, users
 from gateway.api.routing import IDEMPOTENCY_HEADER, Route
+from gateway.config import Scope
 from gateway.schemas import (
     BatchRequest,
     BatchResult,
@@ -23,7 +24,14 @@ _PREFERENCES = "/v1/users/{user_id}/preferences"
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
     Route("GET", "/readyz", system.readyz, "Readiness: the database is reachable", public=True),
-    Route("GET", "/metrics", system.metrics, "Prometheus metrics", content_type="text/plain"),
+    Route(
+        "GET",
+        "/metrics",
+        system.metrics,
+        "Prometheus metrics",
+        content_type="text/plain",
+        scopes=(Scope.METRICS,),
+    ),
     Route("GET", "/openapi.json", system.openapi, "This OpenAPI 3.1 document"),
     Route(
         "POST",
@@ -32,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
         "Register or refresh a device token",
         request_model=DeviceRegistration,
         responses={201: DeviceOut, 200: DeviceOut},
+        scopes=(Scope.DEVICES,),
     ),
     Route(
         "GET",
@@ -39,6 +48,7 @@ ROUTES: tuple[Route, ...] = (
         devices.list_devices,
         "A user's devices and their token status",
         responses={200: DeviceList},
+        scopes=(Scope.USERS_READ,),
     ),
     Route(
         "DELETE",
@@ -46,6 +56,7 @@ ROUTES: tuple[Route, ...] = (
         devices.unregister_device,
         "Unregister a device",
         responses={204: None},
+        scopes=(Scope.DEVICES,),
     ),
     Route(
         "GET",
@@ -53,6 +64,7 @@ ROUTES: tuple[Route, ...] = (
         users.get_preferences,
         "A user's preferences",
         responses={200: PreferencesOut},
+        scopes=(Scope.USERS_READ,),
     ),
     Route(
         "PUT",
@@ -61,6 +73,7 @@ ROUTES: tuple[Route, ...] = (
         "Replace a user's preferences (fields left out return to defaults)",
         request_model=PreferencesUpdate,
         responses={200: PreferencesOut},
+        scopes=(Scope.PREFERENCES,),
     ),
     Route(
         "PATCH",
@@ -69,6 +82,7 @@ ROUTES: tuple[Route, ...] = (
         "Change the given preference fields",
         request_model=PreferencesUpdate,
         responses={200: PreferencesOut},
+        scopes=(Scope.PREFERENCES,),
     ),
     Route(
         "DELETE",
@@ -76,6 +90,7 @@ ROUTES: tuple[Route, ...] = (
         users.forget_user,
         "Forget a user: devices, preferences, notifications",
         responses={204: None},
+        scopes=(Scope.USERS_DELETE,),
     ),
     Route(
         "POST",
@@ -85,6 +100,7 @@ ROUTES: tuple[Route, ...] = (
         request_model=NotificationRequest,
         responses={202: NotificationOut},
         headers=(IDEMPOTENCY_HEADER,),
+        scopes=(Scope.SEND,),
     ),
     Route(
         "POST",
@@ -94,6 +110,7 @@ ROUTES: tuple[Route, ...] = (
         request_model=BatchRequest,
         responses={200: BatchResult},
         headers=(IDEMPOTENCY_HEADER,),
+        scopes=(Scope.SEND,),
     ),
     Route(
         "GET",
@@ -101,6 +118,7 @@ ROUTES: tuple[Route, ...] = (
         notifications.read_notification,
         "A notification with its deliveries",
         responses={200: NotificationDetail},
+        scopes=(Scope.SEND, Scope.USERS_READ),
     ),
     Route(
         "DELETE",
@@ -108,5 +126,6 @@ ROUTES: tuple[Route, ...] = (
         notifications.cancel_notification,
         "Cancel a deferred or queued notification",
         responses={200: NotificationOut},
+        scopes=(Scope.SEND,),
     ),
 )

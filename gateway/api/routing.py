@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.api.keys import caller
+from gateway.config import Scope
 from gateway.errors import InvalidJson
 from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
 from gateway.services.intake import Answer
@@ -34,6 +35,8 @@ class Route:
     public: bool = False  # reachable without an API key
     content_type: str = "application/json"
     headers: tuple[str, ...] = ()  # request headers the endpoint reads
+    scopes: tuple[Scope, ...] = ()
+    """A key needs one of these; empty: any valid key (or none, when ``public``)."""
 
 
 async def read_json(request: web.Request) -> Any:

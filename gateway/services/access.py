@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import ApiKeyConfig, Settings
+from gateway.config import ApiKeyConfig, Scope, Settings
 from gateway.errors import Forbidden, UnknownApp, ValidationFailed
 from policies.tiers import Tier
 
@@ -23,6 +23,7 @@ class Caller:
     allowed_tiers: frozenset[Tier]
     apps: frozenset[str] | None
     """The apps this caller may see and touch; None: every app."""
+    scopes: frozenset[Scope] = frozenset(Scope)
 
     @classmethod
     def from_key(cls, key: ApiKeyConfig) -> Caller:
@@ -30,12 +31,25 @@ class Caller:
             name=key.name,
             allowed_tiers=frozenset(key.allowed_tiers),
             apps=frozenset(key.apps) if key.apps is not None else None,
+            scopes=key.granted_scopes,
         )
 
     @classmethod
     def operator(cls, name: str) -> Caller:
-        """The operator at the command line: every tier and app."""
+        """The operator at the command line: every tier, app and scope."""
         return cls(name=name, allowed_tiers=frozenset(Tier), apps=None)
+
+    def has_scope(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    def require(self, *scopes: Scope) -> None:
+        """403 ``scope_required`` unless the caller holds one of ``scopes``."""
+        if not any(scope in self.scopes for scope in scopes):
+            needed = " or ".join(repr(scope.value) for scope in scopes)
+            raise Forbidden(
+                f"API key {self.name!r} lacks the scope {needed} this needs",
+                code="scope_required",
+            )
 
     def may_use_app(self, app: str) -> bool:
         return self.apps is None or app in self.apps

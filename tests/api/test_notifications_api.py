@@ -295,7 +295,12 @@ async def test_app_may_be_left_out_with_one_app(
         database_url,
         apps=[{"id": "solo"}],
         api_keys=[
-            {"name": "full", "key_sha256": sha(FULL_KEY), "allowed_tiers": ["transactional"]}
+            {
+                "name": "full",
+                "key_sha256": sha(FULL_KEY),
+                "allowed_tiers": ["transactional"],
+                "scopes": ["*"],
+            }
         ],
     )
     client = await aiohttp_client(

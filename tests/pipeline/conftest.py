@@ -282,6 +282,7 @@ async def start_pipeline(
                         "name": "full",
                         "key_sha256": sha(FULL_KEY),
                         "allowed_tiers": ["transactional", "behavioral", "promotional"],
+                        "scopes": ["*"],
                     }
                 ],
                 delivery={**DELIVERY, **delivery},
