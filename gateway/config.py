@@ -9,6 +9,7 @@ reported as :class:`ConfigError` naming the key and how to fix it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -399,6 +400,31 @@ class Settings(BaseSettings):
             default_tier=policy.default_tier,
             categories=dict(self.categories),
         )
+
+
+# sha256 of "pg-demo-key-change-me", the key config.example.toml ships for a laptop
+DEMO_KEY_SHA256 = "6f18b2f8790f688fd438b2a329c6121f9e4261025a55bf89db38c014f71efad2"
+
+
+def listens_on_loopback_only(host: str) -> bool:
+    """Whether ``host`` (``server.host``) accepts connections from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def demo_key_exposed(settings: Settings) -> str | None:
+    """The name of an API key whose secret is the published demo key while the API listens
+    beyond this machine; None when there is none."""
+    if listens_on_loopback_only(settings.server.host):
+        return None
+    for key in settings.api_keys:
+        if key.resolved_sha256() == DEMO_KEY_SHA256:
+            return key.name
+    return None
 
 
 def _describe(error: ValidationError) -> str:

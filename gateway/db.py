@@ -7,7 +7,7 @@ can write side by side; PostgreSQL is reached through asyncpg.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gateway.config import DatabaseConfig
+from gateway.models import Notification
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,27 @@ async def transaction(
     """A session whose work is committed on success and rolled back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def lock_notifications(session: AsyncSession, notification_ids: Collection[str]) -> None:
+    """Row-lock the notifications (in id order, so two lockers cannot deadlock) until the
+    transaction ends.
+
+    Two transactions finishing deliveries of one notification (its iOS and Android groups in
+    one round, or two workers) must not both count the other's delivery as still pending under
+    READ COMMITTED, or neither finishes the notification and it stays ``queued`` for good. With
+    the lock the second one waits, then counts with the first one's deliveries committed.
+    SQLite serialises writers anyway and renders no ``FOR UPDATE``, so there is nothing to
+    run.
+    """
+    if notification_ids and session.get_bind().dialect.name != "sqlite":
+        notifications = Notification.__table__  # type: ignore[attr-defined]
+        await session.execute(
+            sa.select(notifications.c.id)
+            .where(notifications.c.id.in_(list(notification_ids)))
+            .order_by(notifications.c.id)
+            .with_for_update()
+        )
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:

@@ -62,6 +62,20 @@ class Preference(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=utc_column())
 
 
+class PreferenceChange(SQLModel, table=True):
+    """One change of a user's preferences: when, by which API key, and each field's old and new
+    value (``{field: [old, new]}``). Consent is the user's; this is the evidence of it."""
+
+    __tablename__ = "preference_changes"
+    __table_args__ = (sa.Index("ix_preference_changes_user_at", "user_id", "at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128)
+    at: datetime = Field(sa_column=utc_column())
+    by: str = Field(max_length=64)
+    changes: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
 class Notification(SQLModel, table=True):
     __tablename__ = "notifications"
     __table_args__ = (

@@ -157,6 +157,17 @@ class PreferencesOut(BaseModel):
     updated_at: datetime | None
 
 
+class PreferenceChangeOut(_Out):
+    at: datetime
+    by: str = Field(description="the name of the API key that made the change")
+    changes: dict[str, list[Any]] = Field(description="{field: [old, new]}; null: the default")
+
+
+class PreferenceHistory(BaseModel):
+    history: list[PreferenceChangeOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
+
+
 # --- notifications -------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import redaction
 from gateway.api.app import init_app
-from gateway.config import Settings
+from gateway.config import ALL_SCOPES, Settings, demo_key_exposed
 from gateway.db import create_engine, schema_state, upgrade_database
 from gateway.runtime import Role, build_runtime
 
@@ -79,6 +79,20 @@ def sqlite_delivery_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def log_api_keys(settings: Settings) -> None:
+    """Say who may call and what they may do (names, never the keys themselves)."""
+    if not settings.api_keys:
+        log.warning("no [[api_keys]] configured: every request will be refused with 401")
+    for key in settings.api_keys:
+        log.info(
+            "API key %s: scopes %s; tiers %s; apps %s",
+            key.name,
+            "all" if key.scopes == [ALL_SCOPES] else ", ".join(key.scopes),
+            ", ".join(key.allowed_tiers),
+            ", ".join(key.apps) if key.apps is not None else "all",
+        )
+
+
 async def prepare_schema(engine: AsyncEngine) -> None:
     state = await schema_state(engine)
     if state.is_empty:
@@ -100,6 +114,16 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    if role.accepts:
+        exposed = demo_key_exposed(settings)
+        if exposed is not None:
+            raise StartupError(
+                f"API key {exposed!r} is the published demo key (pg-demo-key-change-me) and "
+                f"server.host {settings.server.host!r} is reachable from other machines: "
+                "anyone could use it. Make a key of your own (key=$(openssl rand -hex 24); "
+                'printf %s "$key" | sha256sum) or listen on 127.0.0.1'
+            )
+        log_api_keys(settings)
     async with contextlib.AsyncExitStack() as stack:
         if role.delivers:
             stack.enter_context(sqlite_delivery_lock(settings))

@@ -1,4 +1,4 @@
-"""SPEC §3 rule 1: which tier a notification belongs to, and how that was decided."""
+"""Which tier a notification belongs to, and how that was decided."""
 
 from dataclasses import dataclass
 from typing import Literal

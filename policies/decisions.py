@@ -1,7 +1,7 @@
 """What the policy engine can say about a notification: send it now, defer it, or drop it.
 
 Decisions are values, not side effects: the gateway turns them into a notification status
-(`queued`, `deferred`, `dropped`, `expired`) and a `reason` from SPEC §5.
+(`queued`, `deferred`, `dropped`, `expired`) and a `reason`.
 """
 
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ __all__ = ["Decision", "Defer", "Drop", "DropReason", "Send"]
 
 
 class DropReason(StrEnum):
-    """Why a notification ends without being delivered (the `reason` codes of SPEC §5)."""
+    """Why a notification ends without being delivered (the API's `reason` codes)."""
 
     OPTED_OUT = "opted_out"
     NOT_OPTED_IN = "not_opted_in"

@@ -1,4 +1,4 @@
-"""Quiet hours in the user's own IANA time zone, DST-correct (SPEC §3 rule 6).
+"""Quiet hours in the user's own IANA time zone, DST-correct.
 
 Everything here works on instants (aware datetimes, compared and added in UTC) and reads local
 wall time only to test it against the window: adding a timedelta to a datetime whose tzinfo is

@@ -1,4 +1,4 @@
-"""SPEC §3 rules 3-8 as one function, used when a notification is accepted and when it is released.
+"""The policy as one function, used when a notification is accepted and when it is released.
 
 Also the two pieces of arithmetic the gateway needs around it: when a notification expires
 (rule 5) and where a tier's rolling cap window starts (rule 7), both done in UTC.
@@ -31,7 +31,7 @@ _PROMOTIONAL = Tier.PROMOTIONAL
 def decide(
     now: datetime, tier: Tier, expires_at: datetime, user: UserFacts, settings: PolicySettings
 ) -> Decision:
-    """Evaluate SPEC §3 rules 3-8 in order for a notification of `tier` to `user` at `now`.
+    """Evaluate the policy in order for a notification of `tier` to `user` at `now`.
 
     The first rule that ends the notification gives the decision:
     consent (`Drop(OPTED_OUT)` / `Drop(NOT_OPTED_IN)`), devices (`Drop(NO_ACTIVE_DEVICES)`),
@@ -92,7 +92,7 @@ def resolve_expiry(
     ttl_seconds: int | None = None,
     expires_at: datetime | None = None,
 ) -> datetime:
-    """The notification's `expires_at` in UTC (SPEC §3 rule 5).
+    """The notification's `expires_at` in UTC.
 
     The request's `expires_at`, else `now + ttl_seconds`, else `now` + the tier's default TTL;
     seconds are real elapsed seconds, also across a DST change in `now`'s zone. The result may

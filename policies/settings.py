@@ -118,7 +118,7 @@ class PolicySettings:
             if ttl <= 0:
                 raise ValueError(f"default_ttl_seconds.{tier}: must be > 0, got {ttl}")
         if Tier.TRANSACTIONAL in self.frequency_caps:
-            # SPEC §3 rule 7: transactional is counted but never capped.
+            # Transactional is counted but never capped: an order update always goes out.
             raise ValueError("frequency_caps.transactional: transactional is never capped")
 
 

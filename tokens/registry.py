@@ -274,15 +274,22 @@ async def unregister_device(
 
 
 async def forget_user_devices(
-    session: AsyncSession, user_id: str, *, now: datetime, actor: str
+    session: AsyncSession,
+    user_id: str,
+    *,
+    now: datetime,
+    actor: str,
+    apps: Collection[str] | None = None,
 ) -> int:
-    """Delete every device of ``user_id`` (user erasure); returns how many were deleted.
+    """Delete the devices of ``user_id`` (user erasure), of ``apps`` only when given; returns
+    how many were deleted.
 
     The audit events kept name the device id and the token's last 6 characters, never the user.
     """
-    result = await session.execute(
-        select(Device).where(Device.user_id == user_id).with_for_update()
-    )
+    query = select(Device).where(Device.user_id == user_id)
+    if apps is not None:
+        query = query.where(col(Device.app).in_(list(apps)))
+    result = await session.execute(query.order_by(col(Device.id)).with_for_update())
     devices = result.scalars().all()
     for device in devices:
         record_event(

@@ -37,9 +37,20 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
             "operationId": route.handler.__name__,
             "responses": {},
         }
+        if not route.public:
+            # which API key scopes may call it (any one of them; none listed: any valid key)
+            operation["x-scopes"] = [scope.value for scope in route.scopes]
+            needed = " or ".join(f"`{scope.value}`" for scope in route.scopes)
+            operation["description"] = (
+                f"Needs an API key with the scope {needed}." if needed else "Needs any API key."
+            )
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in route.query.items()
         ]
         parameters += [
             {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}

@@ -3,6 +3,8 @@ authentication middleware all read it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.api import devices, notifications, system, users
 from gateway.api.routing import IDEMPOTENCY_HEADER, Route
 from gateway.config import Scope
@@ -15,11 +17,16 @@ from gateway.schemas import (
     NotificationDetail,
     NotificationOut,
     NotificationRequest,
+    PreferenceHistory,
     PreferencesOut,
     PreferencesUpdate,
 )
 
 _PREFERENCES = "/v1/users/{user_id}/preferences"
+PAGE: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+    "cursor": {"type": "string", "description": "next_cursor of the previous page"},
+}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
@@ -83,6 +90,15 @@ ROUTES: tuple[Route, ...] = (
         request_model=PreferencesUpdate,
         responses={200: PreferencesOut},
         scopes=(Scope.PREFERENCES,),
+    ),
+    Route(
+        "GET",
+        _PREFERENCES + "/history",
+        users.preference_history,
+        "Every change of a user's preferences, newest first: when, by which key, old and new",
+        responses={200: PreferenceHistory},
+        scopes=(Scope.USERS_READ,),
+        query=PAGE,
     ),
     Route(
         "DELETE",

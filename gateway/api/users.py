@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.keys import caller, services
-from gateway.api.routing import json_response, read_json
+from gateway.api.routing import json_response, query_int, read_json
 from gateway.schemas import PreferencesUpdate, parse_model
 
 
@@ -30,6 +30,16 @@ async def put_preferences(request: web.Request) -> web.Response:
 
 async def patch_preferences(request: web.Request) -> web.Response:
     return await _update_preferences(request, replace=False)
+
+
+async def preference_history(request: web.Request) -> web.Response:
+    history = await services(request).preferences.history(
+        caller(request),
+        request.match_info["user_id"],
+        limit=query_int(request, "limit", default=50, low=1, high=200),
+        cursor=request.query.get("cursor"),
+    )
+    return json_response(history)
 
 
 async def forget_user(request: web.Request) -> web.Response:

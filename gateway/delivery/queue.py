@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped
 from sqlmodel import col, or_, select
 
-from gateway.db import transaction
+from gateway.db import lock_notifications, transaction
 from gateway.models import (
     Delivery,
     DeliveryEnd,
@@ -335,26 +335,6 @@ class DeliveryQueue:
                 .where(col(Delivery.status) == DeliveryStatus.PENDING)
             )
             return int(count.scalar_one())
-
-
-async def lock_notifications(session: AsyncSession, notification_ids: set[str]) -> None:
-    """Row-lock the notifications (in id order, so two lockers cannot deadlock) until the
-    transaction ends.
-
-    Two transactions finishing deliveries of one notification (its iOS and Android groups in
-    one round, or two workers) must not both count the other's delivery as still pending under
-    READ COMMITTED, or neither finishes the notification and it stays ``queued`` for good. With
-    the lock the second one waits, then counts with the first one's deliveries committed.
-    SQLite serialises writers anyway and renders no ``FOR UPDATE``, so there is nothing to
-    run.
-    """
-    if notification_ids and session.get_bind().dialect.name != "sqlite":
-        await session.execute(
-            select(Notification.id)
-            .where(col(Notification.id).in_(notification_ids))
-            .order_by(col(Notification.id))
-            .with_for_update()
-        )
 
 
 async def finish_notifications(

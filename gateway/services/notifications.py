@@ -9,8 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from gateway.config import Scope
 from gateway.db import transaction
-from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.errors import Conflict, Forbidden, GatewayError, NotFound
 from gateway.models import (
     PENDING_NOTIFICATION_STATUSES,
     Delivery,
@@ -138,6 +139,12 @@ class NotificationService:
             )
             self._check_visible(caller, notification_id, notification)
             assert notification is not None
+            if notification.sender != caller.name and caller.scopes != frozenset(Scope):
+                raise Forbidden(
+                    f"notification {notification_id} was sent by another API key; only that "
+                    "key (or one with every scope) may cancel it",
+                    code="not_owner",
+                )
             if notification.status not in PENDING_NOTIFICATION_STATUSES:
                 raise Conflict(
                     f"notification {notification_id} is {notification.status}; only deferred "
@@ -168,5 +175,11 @@ class NotificationService:
     def _check_visible(
         caller: Caller, notification_id: str, notification: Notification | None
     ) -> None:
-        if notification is None or not caller.may_use_app(notification.app):
+        """404 unless the caller may see it: one of its apps, and either sent by this key or
+        the key may read any user's notifications (``users:read``)."""
+        if (
+            notification is None
+            or not caller.may_use_app(notification.app)
+            or (notification.sender != caller.name and not caller.has_scope(Scope.USERS_READ))
+        ):
             raise NotFound(f"no notification with id {notification_id!r}")

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 
 from gateway.config import Settings
 from gateway.db import transaction
-from gateway.models import Preference
-from gateway.schemas import PreferencesOut, PreferencesUpdate, QuietHours
+from gateway.models import Preference, PreferenceChange
+from gateway.schemas import (
+    PreferenceChangeOut,
+    PreferenceHistory,
+    PreferencesOut,
+    PreferencesUpdate,
+    QuietHours,
+)
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
+from gateway.services.pagination import decode_cursor, encode_cursor
 
 
 def preferences_out(user_id: str, row: Preference | None, settings: Settings) -> PreferencesOut:
@@ -48,22 +58,29 @@ class PreferenceService:
     async def update(
         self, caller: Caller, user_id: str, update: PreferencesUpdate, *, replace: bool
     ) -> PreferencesOut:
-        """Change the fields given (``replace``: every field, those left out to defaults)."""
+        """Change the fields given (``replace``: every field, those left out to defaults), and
+        keep the change, with the caller's name, in the user's history."""
         fields = set(PreferencesUpdate.model_fields) if replace else update.model_fields_set
         now = self._context.clock()
         try:
-            return await self._write(user_id, update, fields, now)
+            return await self._write(caller, user_id, update, fields, now)
         except IntegrityError:
             # a concurrent first write for this user created the row: apply ours on top of it
-            return await self._write(user_id, update, fields, now)
+            return await self._write(caller, user_id, update, fields, now)
 
     async def _write(
-        self, user_id: str, update: PreferencesUpdate, fields: set[str], now: datetime
+        self,
+        caller: Caller,
+        user_id: str,
+        update: PreferencesUpdate,
+        fields: set[str],
+        now: datetime,
     ) -> PreferencesOut:
         async with transaction(self._context.sessions) as session:
             row = await session.get(Preference, user_id, with_for_update=True)
             if row is None:
                 row = Preference(user_id=user_id, updated_at=now)
+            before = _recorded_values(row)
             if "timezone" in fields:
                 row.timezone = update.timezone
             if "behavioral" in fields:
@@ -73,7 +90,59 @@ class PreferenceService:
             if "quiet_hours" in fields:
                 row.quiet_start = update.quiet_hours.start if update.quiet_hours else None
                 row.quiet_end = update.quiet_hours.end if update.quiet_hours else None
+            after = _recorded_values(row)
+            changes = {
+                field: [before[field], after[field]]
+                for field in before
+                if before[field] != after[field]
+            }
             row.updated_at = now
             session.add(row)
+            if changes:
+                session.add(
+                    PreferenceChange(user_id=user_id, at=now, by=caller.name, changes=changes)
+                )
             await session.flush()
             return preferences_out(user_id, row, self._context.settings)
+
+    async def history(
+        self, caller: Caller, user_id: str, *, limit: int, cursor: str | None
+    ) -> PreferenceHistory:
+        """The user's preference changes, newest first, a page of ``limit`` at a time."""
+        query = (
+            select(PreferenceChange)
+            .where(col(PreferenceChange.user_id) == user_id)
+            .order_by(col(PreferenceChange.at).desc(), col(PreferenceChange.id).desc())
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            at, change_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    col(PreferenceChange.at) < at,
+                    sa.and_(col(PreferenceChange.at) == at, col(PreferenceChange.id) < change_id),
+                )
+            )
+        async with self._context.sessions() as session:
+            rows = list((await session.execute(query)).scalars())
+        page, more = rows[:limit], len(rows) > limit
+        last = page[-1] if page else None
+        return PreferenceHistory(
+            history=[PreferenceChangeOut.model_validate(row) for row in page],
+            next_cursor=encode_cursor(last.at, last.id) if more and last is not None else None,
+        )
+
+
+def _recorded_values(row: Preference) -> dict[str, Any]:
+    """The fields of a preference row as the history records them (None: the default)."""
+    quiet_hours = (
+        {"start": row.quiet_start, "end": row.quiet_end}
+        if row.quiet_start is not None and row.quiet_end is not None
+        else None
+    )
+    return {
+        "timezone": row.timezone,
+        "behavioral": row.behavioral,
+        "promotional": row.promotional,
+        "quiet_hours": quiet_hours,
+    }

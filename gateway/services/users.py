@@ -7,13 +7,15 @@ import logging
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from gateway.db import transaction
-from gateway.models import Delivery, Notification, Preference
+from gateway.db import lock_notifications, transaction
+from gateway.models import Delivery, Notification, Preference, PreferenceChange
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
 from tokens import forget_user_devices
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 1000  # ids per DELETE: keeps each statement's parameter list small
 
 
 class UserService:
@@ -21,24 +23,43 @@ class UserService:
         self._context = context
 
     async def forget(self, caller: Caller, user_id: str) -> None:
-        """Erase a user: devices, preferences and notifications (pending ones are never sent)."""
+        """Erase a user's data in the apps the caller may touch: their notifications (pending
+        ones are never sent) and devices. A caller limited to some apps leaves the other apps'
+        data alone, and the preferences too, which belong to the user across apps; a caller
+        without an app limit also erases the preferences and their history."""
         now = self._context.clock()
+        apps = caller.apps
         async with transaction(self._context.sessions) as session:
+            query = select(Notification.id).where(Notification.user_id == user_id)
+            if apps is not None:
+                query = query.where(col(Notification.app).in_(apps))
+            notification_ids = list((await session.execute(query)).scalars())
+            # notifications, then their deliveries, then devices: the order the delivery
+            # worker locks them in, so an erasure and a worker cannot deadlock
+            await lock_notifications(session, notification_ids)
+            for start in range(0, len(notification_ids), _CHUNK):
+                chunk = notification_ids[start : start + _CHUNK]
+                await session.execute(
+                    sa.delete(Delivery).where(col(Delivery.notification_id).in_(chunk))
+                )
+                await session.execute(
+                    sa.delete(Notification).where(col(Notification.id).in_(chunk))
+                )
             devices = await forget_user_devices(
-                session, user_id, now=now, actor=f"api:{caller.name}"
+                session, user_id, now=now, actor=f"api:{caller.name}", apps=apps
             )
-            await session.execute(sa.delete(Preference).where(col(Preference.user_id) == user_id))
-            notification_ids = select(Notification.id).where(Notification.user_id == user_id)
-            await session.execute(
-                sa.delete(Delivery).where(col(Delivery.notification_id).in_(notification_ids))
-            )
-            deleted = await session.execute(
-                sa.delete(Notification).where(col(Notification.user_id) == user_id)
-            )
+            if apps is None:
+                await session.execute(
+                    sa.delete(Preference).where(col(Preference.user_id) == user_id)
+                )
+                await session.execute(
+                    sa.delete(PreferenceChange).where(col(PreferenceChange.user_id) == user_id)
+                )
         log.info(
-            "forgot user %s: %d devices, %d notifications, by %s",
+            "forgot user %s%s: %d devices, %d notifications, by %s",
             user_id,
+            f" in apps {', '.join(sorted(apps))}" if apps is not None else "",
             devices,
-            deleted.rowcount,  # type: ignore[attr-defined]
+            len(notification_ids),
             caller.name,
         )

@@ -1,4 +1,4 @@
-"""SPEC §8: a gateway process killed with SIGKILL while delivering loses nothing, and after a
+"""A gateway process killed with SIGKILL while delivering loses nothing, and after a
 restart only what it held in flight (leased, unanswered or unrecorded) may be sent twice.
 
 On SQLite one process owns delivery, so the same process is restarted; on PostgreSQL the same
@@ -111,7 +111,7 @@ async def test_sigkill_mid_delivery_repeats_only_what_was_in_flight(
 async def test_surviving_worker_takes_over_a_killed_workers_leases_on_postgresql(
     apns: ApnsSimulator, gateways: GatewayFactory, tmp_path: Path
 ) -> None:
-    """SPEC §8 with two workers on PostgreSQL: one is killed mid-delivery and never comes
+    """With two workers on PostgreSQL: one is killed mid-delivery and never comes
     back; the other takes its leased work over once the lease runs out."""
     await require_postgres()
     url, schema = await make_postgres_schema_url()

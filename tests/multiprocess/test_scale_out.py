@@ -1,4 +1,4 @@
-"""SPEC §8: several ``pushgate serve`` workers on one PostgreSQL share the release and delivery
+"""Several ``pushgate serve`` workers on one PostgreSQL share the release and delivery
 queues with ``FOR UPDATE SKIP LOCKED``: every notification is delivered exactly once.
 
 Each worker process delivers to an APNs simulator of its own, so the two simulators together

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
-from gateway.db import transaction
-from gateway.delivery.queue import finish_notifications, lock_notifications
+from gateway.db import lock_notifications, transaction
+from gateway.delivery.queue import finish_notifications
 from gateway.models import Delivery, DeliveryStatus
 from tests.pipeline.conftest import Pipeline
 

@@ -1,4 +1,4 @@
-"""Lease safety in one process (SPEC §8): a worker that stalls past its lease loses the work to
+"""Lease safety in one process: a worker that stalls past its lease loses the work to
 another worker, and its late result is discarded instead of overwriting the other's."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What provider answers do to tokens and statuses (SPEC §4 "Token outcomes"; issue 4
+"""What provider answers do to tokens and statuses (token outcomes; issue 4
 "Outcomes"): dead tokens are marked ``invalid`` with the reason and time, other errors never
 touch the token, and a notification ends ``sent`` when at least one device got it."""
 

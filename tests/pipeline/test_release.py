@@ -1,4 +1,4 @@
-"""Deferral and release end to end (SPEC §3 "Release", "Collapse", "Cancel"): a notification
+"""Deferral and release end to end (release, collapse, cancel): a notification
 sent at night in the user's zone waits, and at ``deliver_at`` it is judged again with the state
 of that moment before anything reaches a simulator."""
 

@@ -1,4 +1,4 @@
-"""Transient failures (SPEC §4): retried with backoff honouring ``Retry-After`` until the
+"""Transient failures: retried with backoff honouring ``Retry-After`` until the
 attempt limit, then ``failed`` with the provider's reason; the circuit breaker holds a failing
 provider's deliveries back without using up their attempts."""
 

@@ -1,4 +1,4 @@
-"""SPEC §3 rule 1: classification by category, explicit tier, or the default."""
+"""Classification by category, explicit tier, or the default."""
 
 import pytest
 

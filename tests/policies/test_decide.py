@@ -1,4 +1,4 @@
-"""SPEC §3 rules 3-8 through `decide`, in order, plus expiry, caps and time-zone resolution."""
+"""The policy through `decide`, in order, plus expiry, caps and time-zone resolution."""
 
 from datetime import UTC, datetime, time, timedelta
 from types import MappingProxyType

@@ -1,4 +1,4 @@
-"""SPEC §4 payload mapping: pure builders, and what actually reaches APNs for each tier."""
+"""APNs payload mapping: pure builders, and what actually reaches APNs for each tier."""
 
 from __future__ import annotations
 

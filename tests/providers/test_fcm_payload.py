@@ -1,4 +1,4 @@
-"""SPEC §4 payload mapping: what build_fcm_message builds, and what reaches FCM on the wire."""
+"""FCM payload mapping: what build_fcm_message builds, and what reaches FCM on the wire."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pruning from provider feedback (SPEC §4): which reports invalidate a token, which never do."""
+"""Pruning from provider feedback: which reports invalidate a token, which never do."""
 
 from __future__ import annotations
 

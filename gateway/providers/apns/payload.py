@@ -25,7 +25,7 @@ PRIORITY_CONSERVE_POWER = 5
 
 
 def interruption_level(tier: Tier, app: AppProfile) -> str:
-    """SPEC §4: transactional breaks through Focus only for apps allowed to (``time_sensitive``)."""
+    """Transactional breaks through Focus only for apps allowed to (``time_sensitive``)."""
     if tier is Tier.TRANSACTIONAL:
         return "time-sensitive" if app.time_sensitive else "active"
     if tier is Tier.BEHAVIORAL:
@@ -70,7 +70,8 @@ def apns_payload_size(payload: Mapping[str, Any]) -> int:
 
 
 def apns_priority_and_push_type(message: PushMessage) -> tuple[int, str]:
-    """SPEC §4: data-only → background at 5; promotional 5; transactional/behavioral 10."""
+    """Data-only → background at 5; promotional 5 (saves the battery); transactional and
+    behavioral 10 (now)."""
     if message.is_data_only:
         return PRIORITY_CONSERVE_POWER, "background"
     if message.tier is Tier.PROMOTIONAL:
