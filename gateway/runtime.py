@@ -129,6 +129,7 @@ async def build_runtime(
             worker = DeliveryWorker(
                 queue, providers, settings.delivery, clock=clock, metrics=metrics
             )
+            stack.push_async_callback(worker.recorder.close)
 
         context = ServiceContext(
             settings=settings,

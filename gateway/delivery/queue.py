@@ -120,7 +120,7 @@ class Recorded:
 
     results: list[Result]  # the ones written (late ones after a lost lease are not)
     invalidated: list[Result]  # the ones whose token was invalidated
-    finished: int  # notifications that reached their final status
+    finished: list[str]  # the notifications that reached their final status
 
 
 deliveries_table = cast(sa.Table, Delivery.__table__)  # type: ignore[attr-defined]
@@ -339,13 +339,13 @@ class DeliveryQueue:
 
 async def finish_notifications(
     session: AsyncSession, notification_ids: set[str], *, now: datetime, locked: bool = False
-) -> int:
+) -> list[str]:
     """Give each queued notification whose deliveries have all ended its final status: ``sent``
     when at least one device got it; ``expired`` (reason ``expired``) when every delivery ran
-    out of time; else ``failed``, each delivery's ``error`` saying why. Returns how many were
+    out of time; else ``failed``, each delivery's ``error`` saying why. Returns the ones
     finished. ``locked`` says the caller already holds :func:`lock_notifications` on them."""
     if not notification_ids:
-        return 0
+        return []
     if not locked:
         await lock_notifications(session, notification_ids)
     end_reason = col(Delivery.end_reason)
@@ -382,4 +382,4 @@ async def finish_notifications(
             .values(status=status, reason=reason, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-    return sum(len(ids) for ids in final.values())
+    return [notification_id for ids in final.values() for notification_id in ids]

@@ -29,6 +29,7 @@ from gateway.delivery.queue import (
     Result,
     Settled,
 )
+from gateway.delivery.recorder import ResultRecorder
 from gateway.metrics import Metrics
 from gateway.models import DeliveryEnd, DeliveryStatus
 from gateway.providers.base import Provider, PushMessage
@@ -148,6 +149,8 @@ class DeliveryWorker:
     """Runs delivery rounds until stopped; :meth:`wake` starts a round at once (the immediate
     path for notifications queued by the API in this process)."""
 
+    UNRECORDED_PER_CONCURRENCY = 2
+
     def __init__(
         self,
         queue: DeliveryQueue,
@@ -169,9 +172,11 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._unrecorded: dict[tuple[str, str], asyncio.Semaphore] = {}
         # deliveries of this worker's rounds in flight: never claimed again while they are out,
         # even when a slow round outlives its lease (the owner name would match)
         self._out: set[str] = set()
+        self.recorder = ResultRecorder(queue, clock, self._count)
 
     @property
     def owner(self) -> str:
@@ -197,6 +202,7 @@ class DeliveryWorker:
                 log.exception("delivery round failed; retrying after the poll interval")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
+        await self.recorder.close()
         log.info("delivery worker %s stopped", self.owner)
 
     async def drain(self) -> RoundResult:
@@ -247,7 +253,7 @@ class DeliveryWorker:
         return await self.queue.claim(now, self.batch_size, exclude=self._out)
 
     async def deliver_claimed(self, claimed: list[ClaimedDelivery], now: datetime) -> RoundResult:
-        """Send a claimed batch and record the results."""
+        """Send a claimed batch; each result is recorded as it arrives."""
         result = RoundResult(claimed=len(claimed))
         held_back = []
         sendable = []
@@ -257,20 +263,27 @@ class DeliveryWorker:
                 sendable.append(item)
             else:
                 report = DeliveryReport(Outcome.FAILED, reason=settled.error)
-                held_back.append(Result(item, report, settled, sent=False))
-        if held_back:
-            recorded = await self.queue.record(held_back, now)
-            result.finished_notifications += recorded.finished
+                held_back.append(self._record(Result(item, report, settled, sent=False), result))
         groups: dict[tuple[str, str], list[ClaimedDelivery]] = defaultdict(list)
         for item in sendable:
             groups[(item.app, item.device.platform)].append(item)
         await asyncio.gather(
+            *held_back,
             *(
                 self._deliver_group(app, platform, items, result)
                 for (app, platform), items in groups.items()
-            )
+            ),
         )
         return result
+
+    async def _record(self, written: Result, result: RoundResult) -> None:
+        """Record one result (group-committed with whatever else arrives) and count it in the
+        round once it is committed."""
+        outcome = await self.recorder.record(written)
+        if outcome.written and written.sent:
+            result.outcomes[written.report.outcome] += 1
+        if outcome.finished:
+            result.finished_notifications += 1
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -283,10 +296,22 @@ class DeliveryWorker:
         return self.breakers[key]
 
     def _limit(self, app: str, platform: str) -> asyncio.Semaphore:
+        """Requests of one app and platform at the provider, awaiting their answer."""
         key = (app, platform)
         if key not in self._limits:
             self._limits[key] = asyncio.Semaphore(self.config.concurrency_per_app)
         return self._limits[key]
+
+    def _unrecorded_limit(self, app: str, platform: str) -> asyncio.Semaphore:
+        """Requests of one app and platform sent and not yet recorded: what a crash would send
+        again. Twice the provider's concurrency, so a commit in progress does not hold sends
+        back, yet a database slower than the provider cannot let answers pile up unrecorded."""
+        key = (app, platform)
+        if key not in self._unrecorded:
+            self._unrecorded[key] = asyncio.Semaphore(
+                self.UNRECORDED_PER_CONCURRENCY * self.config.concurrency_per_app
+            )
+        return self._unrecorded[key]
 
     async def _deliver_group(
         self, app: str, platform: str, items: list[ClaimedDelivery], result: RoundResult
@@ -301,71 +326,54 @@ class DeliveryWorker:
             return
         provider = self.providers(app, Platform(platform))
         limit = self._limit(app, platform)
+        unrecorded = self._unrecorded_limit(app, platform)
 
+        held: list[ClaimedDelivery] = []
         held_until: list[datetime] = []
 
-        async def send_one(item: ClaimedDelivery) -> DeliveryReport | None:
+        async def send_one(item: ClaimedDelivery) -> None:
             # a sliding window: the next send starts as soon as any one answers, not when the
             # slowest of a chunk does
-            async with limit:
-                # the other round in flight may have opened the breaker while this one waited
-                if breaker.is_open(self.clock()):
-                    assert breaker.open_until is not None
-                    held_until.append(breaker.open_until)
-                    return None
-                (report,) = await self._send(provider, [item])
-                return report
+            async with unrecorded:
+                async with limit:
+                    # the other round in flight may have opened the breaker meanwhile
+                    if breaker.is_open(self.clock()):
+                        assert breaker.open_until is not None
+                        held.append(item)
+                        held_until.append(breaker.open_until)
+                        return
+                    (report,) = await self._send(provider, [item])
+                # recorded the moment it arrives: after this commit a crash never sends it again
+                settled = self.settle(item, report, self.clock())
+                await self._record(Result(item, report, settled, provider=provider_name), result)
 
-        answers = await asyncio.gather(*(send_one(item) for item in items))
+        await asyncio.gather(*(send_one(item) for item in items))
         now = self.clock()
-        held: list[ClaimedDelivery] = []
-        sent: list[ClaimedDelivery] = []
-        reports: list[DeliveryReport] = []
-        for item, report in zip(items, answers, strict=True):
-            if report is None:
-                held.append(item)
-            else:
-                sent.append(item)
-                reports.append(report)
         if held:
             await self.queue.postpone(held, max(held_until), now)
             result.waiting_on_breaker += len(held)
-        if sent:
-            recorded = await self.record_reports(sent, reports, now)
-            self._count(
-                recorded,
-                provider_name=provider_name,
-                app=app,
-                breaker=breaker,
-                now=now,
-                result=result,
-            )
         # also when the whole group was held: the gauge says the breaker is open
         self.metrics.breaker_open.labels(provider_name, app).set(int(breaker.is_open(now)))
 
-    def _count(
-        self,
-        recorded: Recorded,
-        *,
-        provider_name: str,
-        app: str,
-        breaker: CircuitBreaker,
-        now: datetime,
-        result: RoundResult,
-    ) -> None:
-        # only results this worker recorded count: a late one after a lost lease is not news
+    def _count(self, recorded: Recorded) -> None:
+        """Metrics and breakers, from what a commit wrote: only results this worker recorded
+        count (a late one after a lost lease is not news), and only real sends."""
+        now = self.clock()
         for written in recorded.results:
+            if not written.sent:
+                continue
             outcome = written.report.outcome
-            breaker.record(outcome, now)
-            self.metrics.deliveries.labels(provider_name, app, outcome).inc()
-            result.outcomes[outcome] += 1
+            app, platform = written.item.app, written.item.device.platform
+            self._breaker(app, platform).record(outcome, now)
+            self.metrics.deliveries.labels(written.provider, app, outcome).inc()
             if written.settled.status == DeliveryStatus.PENDING:
-                self.metrics.retries.labels(provider_name, app).inc()
+                self.metrics.retries.labels(written.provider, app).inc()
         for invalidated in recorded.invalidated:
             self.metrics.tokens_invalidated.labels(
-                app, invalidated.item.device.platform, invalidated.report.reason or ""
+                invalidated.item.app,
+                invalidated.item.device.platform,
+                invalidated.report.reason or "",
             ).inc()
-        result.finished_notifications += recorded.finished
 
     async def _send(self, provider: Provider, items: list[ClaimedDelivery]) -> list[DeliveryReport]:
         messages = [push_message(item.notification, item.device) for item in items]
@@ -388,9 +396,9 @@ class DeliveryWorker:
     async def record_reports(
         self, items: Sequence[ClaimedDelivery], reports: Sequence[DeliveryReport], now: datetime
     ) -> Recorded:
-        """Settle each claimed delivery by its provider's report and record it (only while this
-        worker still holds its lease)."""
-        return await self.queue.record(
+        """Settle each claimed delivery by its provider's report and record them in one
+        commit (only while this worker still holds their leases)."""
+        recorded = await self.queue.record(
             [
                 Result(
                     item,
@@ -402,6 +410,8 @@ class DeliveryWorker:
             ],
             now,
         )
+        self._count(recorded)
+        return recorded
 
     def settle(self, item: ClaimedDelivery, report: DeliveryReport, now: datetime) -> Settled:
         """What the delivery becomes after ``report``: ended, or pending for another attempt

@@ -188,6 +188,9 @@ class ApnsSimulator:
         self.provider_key = ProviderKey.generate()
         self._provider_keys: dict[str, ProviderKey] = {self.provider_key.key_id: self.provider_key}
         self.requests: list[RecordedRequest] = []
+        # tokens whose request was answered 200, in the order the answers went out: what a
+        # client could have recorded as delivered at any moment (crash-safety tests)
+        self.answered: list[str] = []
         self.connections_opened = 0
         self.max_streams_in_flight = 0
         self.streams_reset_by_clients = 0
@@ -472,6 +475,7 @@ class _ServerConnection(asyncio.Protocol):
         self.in_flight: set[int] = set()
         self.outbound: dict[int, bytearray] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}  # delayed answers, by stream
+        self.tokens: dict[int, str] = {}  # the device token of each stream awaiting its answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -546,6 +550,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
+        self.tokens.pop(stream_id, None)
         self.outbound.pop(stream_id, None)
         self.in_flight.discard(stream_id)
 
@@ -573,6 +578,7 @@ class _ServerConnection(asyncio.Protocol):
             )
         )
         self.sim._request_recorded.set()
+        self.tokens[stream_id] = path.group(1) if path else ""
         apns_id = headers.get("apns-id") or str(uuid.uuid4()).upper()
         if reply.delay > 0:
             loop = asyncio.get_running_loop()
@@ -596,9 +602,12 @@ class _ServerConnection(asyncio.Protocol):
             self.forget(stream_id)  # the client reset it meanwhile (its deadline, say)
 
     def frame_reply(self, stream_id: int, reply: ApnsReply, apns_id: str) -> None:
+        token = self.tokens.pop(stream_id, "")
         if reply.fault is not None:
             self.inject_fault(stream_id, reply.fault)
             return
+        if reply.status == 200:
+            self.sim.answered.append(token)
         headers = [(":status", str(reply.status))]
         if not reply.omit_apns_id:
             headers.append(("apns-id", apns_id))

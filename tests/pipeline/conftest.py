@@ -225,6 +225,10 @@ class Pipeline:
         self.extra_workers.append(worker)
         return worker
 
+    async def close_extra_workers(self) -> None:
+        for worker in self.extra_workers:
+            await worker.recorder.close()
+
 
 def start_instant() -> datetime:
     """14:00 UTC, two days ahead of the wall clock (see the module docstring)."""
@@ -299,7 +303,9 @@ async def start_pipeline(
             client = await aiohttp_client(
                 init_app(runtime), headers={"Authorization": f"Bearer {FULL_KEY}"}
             )
-            return Pipeline(client, clock, runtime, apns, fcm)
+            pipeline = Pipeline(client, clock, runtime, apns, fcm)
+            stack.push_async_callback(pipeline.close_extra_workers)
+            return pipeline
 
         yield start
 

@@ -49,7 +49,8 @@ async def test_cancel_waiting_for_the_worker_sees_it_sent(pipeline: Pipeline) ->
             .where(col(Delivery.notification_id) == notification["id"])
             .values(status=DeliveryStatus.SENT, attempts=1, updated_at=now)
         )
-        assert await finish_notifications(worker_session, {notification["id"]}, now=now) == 1
+        finished = await finish_notifications(worker_session, {notification["id"]}, now=now)
+        assert finished == [notification["id"]]
         cancel = asyncio.create_task(
             pipeline.client.delete(f"/v1/notifications/{notification['id']}")
         )

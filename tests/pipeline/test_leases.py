@@ -90,7 +90,7 @@ async def test_a_late_retry_does_not_reopen_a_finished_delivery(pipeline: Pipeli
     assert (await pipeline.deliver(pipeline.new_worker("worker-b"))).outcomes == {Outcome.SENT: 1}
     retry = DeliveryReport(Outcome.RETRY, reason="ServiceUnavailable", status=503)
     recorded = await worker_a.record_reports(claimed, [retry], pipeline.clock.now)
-    assert (recorded.results, recorded.finished) == ([], 0)
+    assert (recorded.results, recorded.finished) == ([], [])
 
     body = await pipeline.notification(notification["id"])
     assert body["status"] == "sent"
