@@ -16,7 +16,10 @@ Every job takes ``now`` from the injected clock, so tests run them directly at a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -43,6 +46,7 @@ class GatewayJobs:
         self.worker = worker
         self.maintenance = maintenance
         self.skip_locked = skip_locked
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def release(self) -> int:
         """Release every due deferred notification, a batch per transaction."""
@@ -96,12 +100,57 @@ class GatewayJobs:
         delivery = self.context.settings.delivery
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
         scheduler.add_job(
-            self.release, "interval", seconds=delivery.poll_interval_seconds, id="release", **common
+            self._tracked(self.release),
+            "interval",
+            seconds=delivery.poll_interval_seconds,
+            id="release",
+            **common,
         )
         scheduler.add_job(
-            self.reclaim, "interval", seconds=delivery.lease_seconds, id="reclaim", **common
+            self._tracked(self.reclaim),
+            "interval",
+            seconds=delivery.lease_seconds,
+            id="reclaim",
+            **common,
         )
-        scheduler.add_job(self.refresh_metrics, "interval", seconds=15, id="metrics", **common)
         scheduler.add_job(
-            self.retention, "cron", hour=3, minute=17, timezone="UTC", id="retention", **common
+            self._tracked(self.refresh_metrics), "interval", seconds=15, id="metrics", **common
         )
+        scheduler.add_job(
+            self._tracked(self.retention),
+            "cron",
+            hour=3,
+            minute=17,
+            timezone="UTC",
+            id="retention",
+            **common,
+        )
+
+    async def stop(self, scheduler: AsyncIOScheduler, *, grace_seconds: float = 10.0) -> None:
+        """Stop starting jobs, let the running ones finish (at most ``grace_seconds``), then
+        shut the scheduler down. APScheduler's own shutdown cancels running jobs, which then
+        fail half-way through a database call with a traceback in the log."""
+        scheduler.pause()
+        if self._running:
+            await asyncio.wait(self._running, timeout=grace_seconds)
+        scheduler.shutdown(wait=False)
+
+    def _tracked(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """``job`` as a scheduled job: :meth:`stop` waits for it, and one still running when
+        the grace period ends is cancelled quietly (its transaction rolls back; the work is
+        done again by the next run, here or in another process)."""
+
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                log.info("the %s job was stopped by the shutdown; nothing is lost", name)
+            finally:
+                self._running.discard(task)
+
+        name = getattr(job, "__name__", "scheduled")
+        run.__name__ = run.__qualname__ = name
+        return run

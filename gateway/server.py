@@ -132,11 +132,11 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
         await prepare_schema(engine)
         runtime = await stack.enter_async_context(build_runtime(settings, role=role, engine=engine))
         if runtime.worker is not None and runtime.jobs is not None:
-            worker = runtime.worker
+            worker, jobs = runtime.worker, runtime.jobs
             scheduler = AsyncIOScheduler(timezone="UTC")
-            runtime.jobs.schedule(scheduler)
+            jobs.schedule(scheduler)
             scheduler.start()
-            stack.callback(scheduler.shutdown, wait=False)
+            stack.push_async_callback(jobs.stop, scheduler)
             worker_task = asyncio.create_task(worker.run(), name="delivery-worker")
 
             async def stop_worker() -> None:
