@@ -153,3 +153,22 @@ class IdempotencyRecord(SQLModel, table=True):
     response_status: int
     response_body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(sa_column=utc_column(index=True))
+
+
+class IdempotencyNotification(SQLModel, table=True):
+    """Which notifications an idempotency record's answer holds, so that forgetting a user
+    also forgets the answers that would replay their erased notifications."""
+
+    __tablename__ = "idempotency_notifications"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["api_key", "key"],
+            ["idempotency_records.api_key", "idempotency_records.key"],
+            ondelete="CASCADE",
+        ),
+        sa.Index("ix_idempotency_notifications_notification", "notification_id"),
+    )
+
+    api_key: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    notification_id: str = Field(primary_key=True, max_length=36)

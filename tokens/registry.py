@@ -107,12 +107,14 @@ async def register_device(
     permission: str | None = None,
     replaces: str | None = None,
     actor: str,
+    default_environment: str = Environment.PRODUCTION,
 ) -> Registration:
     """Register or refresh ``token`` for ``user_id``; returns the device and what changed.
 
-    Optional fields left as ``None`` keep their stored value (a new device gets the defaults:
-    ``production``, ``unknown`` permission). Safe against a concurrent registration of the same
-    token: the loser of the insert race refreshes the winner's row instead of failing.
+    Optional fields left as ``None`` keep their stored value; a new device gets the defaults
+    (``default_environment``, ``unknown`` permission). Safe against a concurrent registration
+    of the same token: the loser of the insert race refreshes the winner's row instead of
+    failing.
     """
     device, created = await _find_or_insert(
         session,
@@ -121,7 +123,7 @@ async def register_device(
         app=app,
         platform=platform,
         token=token,
-        environment=environment,
+        environment=environment or default_environment,
         timezone=timezone,
         locale=locale,
         permission=permission,

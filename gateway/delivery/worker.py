@@ -444,8 +444,10 @@ class DeliveryWorker:
         delay = backoff_delay(attempts, self.config, self.rng)
         if report.retry_after is not None:
             delay = max(delay, report.retry_after)
-        next_attempt = now + timedelta(seconds=delay)
-        if attempts >= self.config.max_attempts or next_attempt >= item.notification.expires_at:
+        # Compared as seconds before any datetime arithmetic: a provider may ask for an absurd
+        # Retry-After (10^30 seconds, inf), which no datetime can hold.
+        time_left = (item.notification.expires_at - now).total_seconds()
+        if attempts >= self.config.max_attempts or delay >= time_left:
             exhausted = attempts >= self.config.max_attempts
             why = "attempts exhausted" if exhausted else EXPIRED
             return Settled(
@@ -455,5 +457,8 @@ class DeliveryWorker:
                 end_reason=DeliveryEnd.ATTEMPTS_EXHAUSTED if exhausted else DeliveryEnd.EXPIRED,
             )
         return Settled(
-            DeliveryStatus.PENDING, attempts, report.reason, next_attempt_at=next_attempt
+            DeliveryStatus.PENDING,
+            attempts,
+            report.reason,
+            next_attempt_at=now + timedelta(seconds=delay),
         )

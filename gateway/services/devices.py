@@ -66,10 +66,7 @@ class DeviceService:
         app_id = resolve_app(settings, registration.app, caller)
         app = settings.app(app_id)
         assert app is not None
-        environment = registration.environment
-        if environment is None:
-            provider = provider_for(registration.platform)
-            environment = provider.default_environment(app.provider_config(provider.name))
+        provider = provider_for(registration.platform)
         now = self._context.clock()
         async with transaction(self._context.sessions) as session:
             result = await register_device(
@@ -79,7 +76,12 @@ class DeviceService:
                 app=app_id,
                 platform=registration.platform,
                 token=registration.token,
-                environment=environment,
+                # a refresh that does not say keeps the device's environment; a new device
+                # gets its app's (a sandbox build stays on the sandbox)
+                environment=registration.environment,
+                default_environment=provider.default_environment(
+                    app.provider_config(provider.name)
+                ),
                 timezone=registration.timezone,
                 locale=registration.locale,
                 permission=registration.permission,

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, ValidationFailed
-from gateway.models import IdempotencyRecord
+from gateway.models import IdempotencyNotification, IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+
+_records = cast(sa.Table, IdempotencyRecord.__table__)  # type: ignore[attr-defined]
+_links = cast(sa.Table, IdempotencyNotification.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +78,39 @@ async def live_record(
 
 
 def new_record(
-    claim: IdempotencyClaim, status: int, body: dict[str, Any], *, now: datetime
-) -> IdempotencyRecord:
-    return IdempotencyRecord(
+    claim: IdempotencyClaim,
+    status: int,
+    body: dict[str, Any],
+    *,
+    now: datetime,
+    notification_ids: Sequence[str] = (),
+) -> tuple[IdempotencyRecord, list[IdempotencyNotification]]:
+    """The record of an answer, and its links to the notifications it holds."""
+    record = IdempotencyRecord(
         api_key=claim.api_key,
         key=claim.key,
         request_sha256=claim.fingerprint,
         response_status=status,
         response_body=body,
         created_at=now,
+    )
+    links = [
+        IdempotencyNotification(api_key=claim.api_key, key=claim.key, notification_id=id_)
+        for id_ in dict.fromkeys(notification_ids)
+    ]
+    return record, links
+
+
+async def forget_answers_holding(session: AsyncSession, notification_ids: Sequence[str]) -> None:
+    """Delete the records whose answer holds any of ``notification_ids`` (erased ones): a
+    retry must not replay a notification that no longer exists."""
+    if not notification_ids:
+        return
+    holding = sa.select(_links.c.api_key, _links.c.key).where(
+        _links.c.notification_id.in_(list(notification_ids))
+    )
+    await session.execute(
+        sa.delete(_records).where(sa.tuple_(_records.c.api_key, _records.c.key).in_(holding))
     )
 
 

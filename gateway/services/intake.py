@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db import transaction
 from gateway.errors import GatewayError, Unavailable
-from gateway.models import IdempotencyRecord
+from gateway.models import IdempotencyNotification, IdempotencyRecord
 from gateway.schemas import NotificationOut
 from gateway.services.acceptance import Prepared, store_notifications
 from gateway.services.idempotency import IdempotencyClaim, live_record, new_record, replay
@@ -217,6 +217,7 @@ class Intake:
                 else:
                     to_store.append(waiting)
 
+        links_to_add: list[IdempotencyNotification] = []
         prepared = [item for waiting in to_store for item in waiting.submission.prepared]
         stored = await store_notifications(session, prepared, policy=self._policy, now=now)
         offset = 0
@@ -227,9 +228,19 @@ class Intake:
             waiting.result = answer
             claim = waiting.submission.claim
             if claim is not None and isinstance(answer, Answer):
-                record = new_record(claim, answer.status, answer.body, now=now)
-                session.add(record)
-                records[claim.identity] = record
+                new, links = new_record(
+                    claim,
+                    answer.status,
+                    answer.body,
+                    now=now,
+                    notification_ids=[notification.id for notification in answer.stored],
+                )
+                session.add(new)
+                links_to_add += links
+                records[claim.identity] = new
+        if links_to_add:
+            await session.flush()  # the records before the links that reference them
+            session.add_all(links_to_add)
 
         for waiting in repeats:
             claim = waiting.submission.claim

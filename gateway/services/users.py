@@ -11,6 +11,7 @@ from gateway.db import lock_notifications, transaction
 from gateway.models import Delivery, Notification, Preference, PreferenceChange
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
+from gateway.services.idempotency import forget_answers_holding
 from tokens import forget_user_devices
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class UserService:
             await lock_notifications(session, notification_ids)
             for start in range(0, len(notification_ids), _CHUNK):
                 chunk = notification_ids[start : start + _CHUNK]
+                # an answer on record must not replay an erased notification to a retry
+                await forget_answers_holding(session, chunk)
                 await session.execute(
                     sa.delete(Delivery).where(col(Delivery.notification_id).in_(chunk))
                 )

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tests.api.conftest import FCM_TOKEN, IOS_TOKEN, IOS_TOKEN_2, Client, register
 
 
@@ -32,6 +38,17 @@ async def test_register_then_refresh(client: Client) -> None:
     )
     assert again.status == 200
     assert (await again.json())["id"] == first["id"]
+
+
+async def test_a_refresh_without_environment_keeps_a_sandbox_device_on_sandbox(
+    client: Client,
+) -> None:
+    device = await register(client, environment="sandbox")
+    assert device["environment"] == "sandbox"
+    refreshed = await register(client, locale="fr-FR")  # the app's next launch says nothing
+    assert (refreshed["id"], refreshed["environment"]) == (device["id"], "sandbox")
+    moved = await register(client, environment="production")  # saying so still changes it
+    assert moved["environment"] == "production"
 
 
 async def test_shared_device_moves_to_new_user(client: Client) -> None:
@@ -87,3 +104,37 @@ async def test_forget_user(client: Client) -> None:
     prefs = await (await client.get("/v1/users/u1/preferences")).json()
     assert prefs["promotional"] is False and prefs["updated_at"] is None
     assert (await client.get(f"/v1/notifications/{note['id']}")).status == 404
+
+
+async def test_forgetting_a_user_locks_in_the_workers_order(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """Notifications, then their deliveries, then devices: the order the delivery worker
+    takes its locks in, so an erasure running beside a worker cannot deadlock with it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: there are no row locks to order")
+    await register(client)
+    await client.post(
+        "/v1/notifications",
+        json={"user_id": "u1", "app": "demo", "tier": "transactional", "body": "x"},
+    )
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert (await client.delete("/v1/users/u1")).status == 204
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+    def first(predicate: Any) -> int:
+        return next(index for index, statement in enumerate(statements) if predicate(statement))
+
+    locks_notifications = first(
+        lambda s: s.startswith("select notifications.id") and "for update" in s
+    )
+    deletes_deliveries = first(lambda s: s.startswith("delete from deliveries"))
+    locks_devices = first(lambda s: "from devices" in s and "for update" in s)
+    assert locks_notifications < deletes_deliveries < locks_devices

@@ -346,3 +346,28 @@ async def test_concurrent_sends_respect_the_frequency_cap(client: Client) -> Non
     )
     statuses = sorted([(await response.json())["status"] for response in responses])
     assert statuses == ["dropped"] * 4 + ["queued"] * 2  # the cap is 2 a day
+
+
+async def test_forgetting_a_user_forgets_the_answers_that_would_replay_them(
+    client: Client,
+) -> None:
+    await register(client)
+    body = {"user_id": "u1", "app": "demo", "tier": "transactional", "body": "x"}
+    headers = {"Idempotency-Key": "order-42"}
+    first = await (await client.post("/v1/notifications", json=body, headers=headers)).json()
+    batch = {"notifications": [body, {**body, "user_id": "u2"}]}
+    in_batch = await client.post(
+        "/v1/notifications/batch", json=batch, headers=headers | {"Idempotency-Key": "batch-7"}
+    )
+    assert in_batch.status == 200
+
+    assert (await client.delete("/v1/users/u1")).status == 204
+
+    retry = await client.post("/v1/notifications", json=body, headers=headers)
+    assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
+    assert (await retry.json())["id"] != first["id"]  # a new request: u1 no longer exists
+    assert (await retry.json())["reason"] == "no_active_devices"
+    batch_retry = await client.post(
+        "/v1/notifications/batch", json=batch, headers={"Idempotency-Key": "batch-7"}
+    )
+    assert "Idempotent-Replayed" not in batch_retry.headers  # it held one of u1's too

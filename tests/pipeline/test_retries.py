@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from gateway.delivery.providers import ProviderSet
 from gateway.simulators.apns import ApnsReply
 from gateway.simulators.fcm import Fault
@@ -91,6 +93,31 @@ async def test_retries_stop_at_expiry(start_pipeline: StartPipeline) -> None:
     [delivery] = body["deliveries"]
     assert (delivery["status"], delivery["attempts"]) == ("failed", 1)
     assert delivery["error"] == "ServiceUnavailable (expired)"
+
+
+@pytest.mark.parametrize("retry_after", ["9" * 30, "9" * 400])
+async def test_an_absurd_retry_after_ends_the_delivery_and_spares_the_others(
+    start_pipeline: StartPipeline, retry_after: str
+) -> None:
+    """A provider asking to wait 10^30 seconds (or more than a float holds) must not break
+    the recording of the results sent with it: that one ends expired, the others sent once."""
+    pipeline = await start_pipeline(**NO_BREAKER)
+    slow = await pipeline.register("slow")
+    for user in ("a", "b", "c"):
+        await pipeline.register(user)
+    pipeline.apns.script(
+        ApnsReply(503, "ServiceUnavailable", retry_after=retry_after), token=slow["token"]
+    )
+    sent = [
+        await pipeline.send(user_id=user, tier="transactional") for user in ("slow", "a", "b", "c")
+    ]
+
+    await drive_until_settled(pipeline)
+
+    bodies = [await pipeline.notification(notification["id"]) for notification in sent]
+    assert [body["status"] for body in bodies] == ["expired", "sent", "sent", "sent"]
+    assert bodies[0]["deliveries"][0]["error"] == "ServiceUnavailable (expired)"
+    assert len(pipeline.apns.requests) == 4  # nothing sent twice
 
 
 async def test_too_many_requests_is_retried_on_both_providers(pipeline: Pipeline) -> None:
