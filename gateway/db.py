@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -27,16 +28,23 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from gateway.config import DatabaseConfig
-from gateway.models import Notification
+from gateway.models import Notification, ReadinessProbe
+from tokens.models import utcnow
 
 log = logging.getLogger(__name__)
+
+_READINESS = cast(sa.Table, ReadinessProbe.__table__)  # type: ignore[attr-defined]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def create_engine(config: DatabaseConfig) -> AsyncEngine:
-    """An async engine for ``config.url``; SQLite gets WAL, foreign keys and a busy timeout."""
-    kwargs: dict[str, Any] = {"echo": config.echo}
+    """An async engine for ``config.url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    Statement parameters never appear in SQLAlchemy's error messages (``hide_parameters``):
+    they hold notification titles and device tokens, and errors end up in logs.
+    """
+    kwargs: dict[str, Any] = {"echo": config.echo, "hide_parameters": True}
     url = sa.make_url(config.url)
     if config.is_sqlite:
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -151,14 +159,88 @@ async def upgrade_database(engine: AsyncEngine) -> SchemaState:
     return before
 
 
-async def database_reachable(engine: AsyncEngine) -> bool:
+# PostgreSQL error classes that mean "the database cannot take work now", not "this request is
+# wrong": 08 connection exception, 53 insufficient resources (disk full, out of memory, too
+# many connections), 57P operator intervention (shutdown, cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# SQLite's words for the same (SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_BUSY past the
+# busy timeout, SQLITE_READONLY).
+_SQLITE_UNAVAILABLE = (
+    "database or disk is full",
+    "disk i/o error",
+    "unable to open database file",
+    "database is locked",
+    "attempt to write a readonly database",
+)
+
+
+class StorageHealth:
+    """The last time the database refused work, as this process saw it.
+
+    A full disk still answers reads, and a readiness probe's small write can fit in a page
+    that already exists; so a failure the requests met keeps the process unready for
+    :attr:`HOLD_SECONDS` after it, then the next requests try again.
+    """
+
+    HOLD_SECONDS = 15.0
+
+    def __init__(self) -> None:
+        self._failed_at: float | None = None
+        self._reason: str | None = None
+
+    def note_failure(self, reason: str, *, at: float) -> None:
+        self._failed_at, self._reason = at, reason
+
+    def failing(self, *, at: float) -> str | None:
+        """The reason of a failure within the hold period before ``at`` (monotonic seconds)."""
+        if self._failed_at is not None and at - self._failed_at < self.HOLD_SECONDS:
+            return self._reason
+        return None
+
+
+def storage_unavailable(error: BaseException) -> str | None:
+    """Why ``error`` means the database is away or cannot write (a reason to answer 503 and
+    retry later), or None when it is about the request itself."""
+    if isinstance(error, sa.exc.TimeoutError):
+        return "no database connection was free in time"
+    if isinstance(error, OSError):
+        return "the database is unreachable"
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return "the connection to the database was lost"
+        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        message = str(error.orig).lower()
+        if any(words in message for words in _SQLITE_UNAVAILABLE):
+            return "the database cannot write now (disk full, locked or unreadable)"
+        if isinstance(error, sa.exc.InterfaceError):
+            return "the connection to the database failed"
+    if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return "the database cannot take work now"
+    return None
+
+
+async def database_ready(engine: AsyncEngine) -> str | None:
+    """None when the database answers and can write; otherwise why not. A read alone would
+    pass on a full disk, so this writes one row (and rolls nothing back)."""
     try:
-        async with engine.connect() as connection:
-            await connection.execute(sa.text("SELECT 1"))
-    except Exception:  # readiness answers "no" for any database failure
-        log.warning("readiness check: database unreachable", exc_info=True)
-        return False
-    return True
+        async with engine.begin() as connection:
+            updated = await connection.execute(
+                sa.update(_READINESS).where(_READINESS.c.id == 1).values(checked_at=utcnow())
+            )
+            if not updated.rowcount:
+                await connection.execute(
+                    sa.insert(_READINESS).values(id=1, checked_at=utcnow()).prefix_with("OR IGNORE")
+                    if engine.dialect.name == "sqlite"
+                    else postgresql.insert(_READINESS)
+                    .values(id=1, checked_at=utcnow())
+                    .on_conflict_do_nothing()
+                )
+    except Exception as error:  # readiness answers "no" for any database failure
+        reason = storage_unavailable(error) or f"the database failed ({type(error).__name__})"
+        log.warning("readiness check: %s", reason)
+        return reason
+    return None
 
 
 async def autogenerate_revision(engine: AsyncEngine, message: str) -> str:

@@ -172,3 +172,13 @@ class IdempotencyNotification(SQLModel, table=True):
     api_key: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)
     notification_id: str = Field(primary_key=True, max_length=36)
+
+
+class ReadinessProbe(SQLModel, table=True):
+    """One row the readiness check writes: a database that can be read but not written (a full
+    disk) is not ready."""
+
+    __tablename__ = "readiness_probe"
+
+    id: int = Field(primary_key=True)
+    checked_at: datetime = Field(sa_column=utc_column())

@@ -1,7 +1,9 @@
-"""Keep whole device tokens and API keys out of the logs, whoever writes the line.
+"""Keep whole device tokens and API keys out of the logs, and keep every log line one line.
 
 pushgate's own log lines carry only a token's last 6 characters; this filter is the second
 line of defence for third-party libraries (aioapns, httpx, firebase-admin) and tracebacks.
+It also escapes control characters in a message, so a value that reached a log line (a user
+id, a header) cannot forge a line of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ _PATTERNS = (
     re.compile(r"[A-Za-z0-9_:.-]{94,}([A-Za-z0-9_:.-]{6})"),
 )
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+# C0 and C1 controls (newlines included) and the Unicode line and paragraph separators
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as its escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 def redact(text: str) -> str:
@@ -33,7 +42,7 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        cleaned = redact(message)
+        cleaned = escape_controls(redact(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_text:

@@ -14,11 +14,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.api.keys import SERVICES
 from gateway.errors import GatewayError, Unavailable
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# When a caller should try again while the database is away: long enough not to hammer it,
+# short enough that a restart or a failover is over.
+RETRY_AFTER_SECONDS = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,6 +74,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(_from_http_exception(request, exc), headers=allow)
-    except Exception:
+    except Exception as error:
+        reason = request.app[SERVICES].note_storage_failure(error)
+        if reason is not None:
+            log.warning("answering 503 to %s %s: %s", request.method, request.path, reason)
+            return problem_response(
+                Unavailable(f"{reason}; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(GatewayError("the gateway failed to handle this request"))

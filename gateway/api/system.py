@@ -14,9 +14,11 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if await services(request).ready():
+    reason = await services(request).unready_reason()
+    if reason is None:
         return json_response({"status": "ready", "database": "reachable"})
-    return json_response({"status": "not ready", "database": "unreachable"}, status=503)
+    body = {"status": "not ready", "database": "unreachable", "reason": reason}
+    return json_response(body, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.config import DeliveryConfig
+from gateway.db import storage_unavailable
 from gateway.delivery.queue import (
     ClaimedDelivery,
     DeliveryQueue,
@@ -198,8 +199,12 @@ class DeliveryWorker:
             self._wake.clear()
             try:
                 await self.drain()
-            except Exception:
-                log.exception("delivery round failed; retrying after the poll interval")
+            except Exception as error:
+                reason = storage_unavailable(error)
+                if reason is None:
+                    log.exception("delivery round failed; retrying after the poll interval")
+                else:  # an outage is not a bug: say what, not where
+                    log.warning("delivery paused: %s; retrying after the poll interval", reason)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
         await self.recorder.close()

@@ -8,9 +8,10 @@ them knows about HTTP. :class:`Services` bundles one of each, built by
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from gateway.db import database_reachable
+from gateway.db import database_ready, storage_unavailable
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
 from gateway.services.devices import DeviceService
@@ -31,6 +32,18 @@ class Services:
     users: UserService
     maintenance: MaintenanceService
 
-    async def ready(self) -> bool:
-        """Whether the database answers (what ``/readyz`` reports)."""
-        return await database_reachable(self.context.engine)
+    async def unready_reason(self) -> str | None:
+        """Why this process cannot take work now (what ``/readyz`` reports), or None: the
+        database refused recent work, or cannot be written now."""
+        failing = self.context.storage_health.failing(at=time.monotonic())
+        if failing is not None:
+            return failing
+        return await database_ready(self.context.engine)
+
+    def note_storage_failure(self, error: BaseException) -> str | None:
+        """If ``error`` says the database is away or cannot write, remember it (readiness)
+        and return why; None otherwise."""
+        reason = storage_unavailable(error)
+        if reason is not None:
+            self.context.storage_health.note_failure(reason, at=time.monotonic())
+        return reason

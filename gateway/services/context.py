@@ -4,12 +4,13 @@ the metrics and the hand-off to the delivery worker."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.config import Settings
+from gateway.db import StorageHealth
 from gateway.metrics import Metrics
 from policies import PolicySettings
 
@@ -35,3 +36,4 @@ class ServiceContext:
     clock: Clock
     metrics: Metrics
     dispatch: Dispatch = no_dispatch
+    storage_health: StorageHealth = field(default_factory=StorageHealth)

@@ -40,3 +40,13 @@ def test_filter_redacts_arguments_and_tracebacks(caplog: pytest.LogCaptureFixtur
             logger.exception("failed")
     assert APNS not in caplog.text
     assert APNS[-6:] in caplog.text
+
+
+def test_a_value_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("gateway.test")
+    caplog.handler.addFilter(RedactingFilter())
+    forged = "alice\n2026-12-03 07:00:00,000 CRITICAL gateway: the database is gone\u2028\x1b[31m"
+    with caplog.at_level(logging.INFO, logger="gateway.test"):
+        logger.info("forgot user %s", forged)
+    [line] = caplog.text.splitlines()
+    assert "alice\\n2026-12-03" in line and "\\u2028\\x1b[31m" in line
