@@ -85,6 +85,7 @@ def reset(apns: CountingApnsSimulator, fcm: CountingFcmSimulator) -> None:
     apns.answered = apns.peak_in_flight = 0
     fcm.answered = fcm.peak_in_flight = 0
     apns.requests.clear()
+    apns.answered_tokens.clear()
     fcm.requests.clear()
 
 

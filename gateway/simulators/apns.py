@@ -190,7 +190,7 @@ class ApnsSimulator:
         self.requests: list[RecordedRequest] = []
         # tokens whose request was answered 200, in the order the answers went out: what a
         # client could have recorded as delivered at any moment (crash-safety tests)
-        self.answered: list[str] = []
+        self.answered_tokens: list[str] = []
         self.connections_opened = 0
         self.max_streams_in_flight = 0
         self.streams_reset_by_clients = 0
@@ -607,7 +607,7 @@ class _ServerConnection(asyncio.Protocol):
             self.inject_fault(stream_id, reply.fault)
             return
         if reply.status == 200:
-            self.sim.answered.append(token)
+            self.sim.answered_tokens.append(token)
         headers = [(":status", str(reply.status))]
         if not reply.omit_apns_id:
             headers.append(("apns-id", apns_id))

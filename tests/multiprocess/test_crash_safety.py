@@ -53,10 +53,12 @@ class KillPoint:
         sent = await sent_delivery_count(engine)
         if self.name == "requests on the wire":
             # a quarter recorded, and requests out whose answers have not come back
-            return sent >= self.notifications // 4 and len(apns.requests) > len(apns.answered)
+            return sent >= self.notifications // 4 and len(apns.requests) > len(
+                apns.answered_tokens
+            )
         if self.name == "answers arriving":
             # answers streaming in faster than anything waits for a round to end
-            return len(apns.answered) >= self.notifications // 3
+            return len(apns.answered_tokens) >= self.notifications // 3
         return sent >= self.notifications // 10  # "just after a commit": the first ones in
 
 
@@ -103,7 +105,7 @@ async def test_sigkill_repeats_only_what_was_in_flight(  # noqa: PLR0917 - fixtu
 
     # The journal as the killed process left it.
     requested = [request.token for request in apns.requests]
-    answered = set(apns.answered)
+    answered = set(apns.answered_tokens)
     rows = await delivery_rows(engine)
     recorded = {row.token for row in rows if row.status == DeliveryStatus.SENT}
     leased = {
