@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -321,6 +322,18 @@ def validation_error(exc: ValidationError, *, prefix: str = "") -> ValidationFai
     if "invalid_token" in kinds:
         return InvalidToken(summary, errors=errors)
     return ValidationFailed(summary, errors=errors)
+
+
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+def parse_user_id(value: str) -> str:
+    """A ``user_id`` from a path; 422 ``invalid_request`` unless it is 1-128 characters with
+    no whitespace."""
+    try:
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix="user_id") from None
 
 
 def parse_model(model: type[M], payload: Any) -> M:

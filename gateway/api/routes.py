@@ -14,9 +14,11 @@ from gateway.schemas import (
     DeviceRegistration,
     NotificationDetail,
     NotificationOut,
+    NotificationPage,
     NotificationRequest,
     PreferencesOut,
     PreferencesUpdate,
+    UserNotificationsQuery,
 )
 
 _PREFERENCES = "/v1/users/{user_id}/preferences"
@@ -119,6 +121,15 @@ ROUTES: tuple[Route, ...] = (
         "A notification with its deliveries",
         responses={200: NotificationDetail},
         scopes=(Scope.SEND, Scope.USERS_READ),
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/notifications",
+        notifications.list_user_notifications,
+        "A user's notifications, newest first, a page at a time",
+        query_model=UserNotificationsQuery,
+        responses={200: NotificationPage},
+        scopes=(Scope.USERS_READ,),
     ),
     Route(
         "DELETE",

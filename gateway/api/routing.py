@@ -31,6 +31,7 @@ class Route:
     handler: Handler
     summary: str
     request_model: type[BaseModel] | None = None
+    query_model: type[BaseModel] | None = None  # the query string's parameters
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     public: bool = False  # reachable without an API key
     content_type: str = "application/json"

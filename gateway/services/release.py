@@ -199,11 +199,24 @@ def release_hour_edges(now: datetime) -> list[datetime]:
     return [now] + [top_of_hour + timedelta(hours=h) for h in range(1, HOURS_AHEAD + 1)]
 
 
+@dataclass(frozen=True, slots=True)
+class DeferredHistogram:
+    """Deferred notifications by release hour, ``[overdue, hour 1, ..., hour 24, later]``
+    against :func:`release_hour_edges`, for each reason they wait for (``quiet_hours``,
+    ``scheduled``): the night's releases and the callers' schedules are different loads."""
+
+    by_reason: dict[str, list[int]]
+
+    @property
+    def totals(self) -> list[int]:
+        """Every reason together, hour by hour."""
+        return [sum(counts) for counts in zip(*self.by_reason.values(), strict=True)]
+
+
 async def deferred_release_histogram(
     session: AsyncSession, *, now: datetime, app: str | None = None
-) -> list[int]:
-    """Deferred notifications by release hour, in one indexed scan: ``[overdue, hour 1, ...,
-    hour 24, later]`` against :func:`release_hour_edges`."""
+) -> DeferredHistogram:
+    """Deferred notifications by reason and release hour, in one indexed scan."""
     edges = release_hour_edges(now)
     deliver_at = col(Notification.deliver_at)
     buckets = [sa.func.count(sa.case((deliver_at < now, 1)))]
@@ -212,7 +225,16 @@ async def deferred_release_histogram(
         for start, end in itertools.pairwise(edges)
     ]
     buckets.append(sa.func.count(sa.case((deliver_at >= edges[-1], 1))))
-    query = sa.select(*buckets).where(col(Notification.status) == NotificationStatus.DEFERRED)
+    reason = col(Notification.reason)
+    query = (
+        sa.select(reason, *buckets)
+        .where(col(Notification.status) == NotificationStatus.DEFERRED)
+        .group_by(reason)
+    )
     if app is not None:
         query = query.where(col(Notification.app) == app)
-    return list((await session.execute(query)).one())
+    empty = [0] * len(buckets)
+    by_reason = {str(DeferReason.QUIET_HOURS): empty, str(DeferReason.SCHEDULED): empty}
+    for row in (await session.execute(query)).all():
+        by_reason[row[0] or "none"] = list(row[1:])
+    return DeferredHistogram(by_reason)
