@@ -52,8 +52,10 @@ def explain_notification(
             "No decision is on record: it was stored before pushgate recorded them. "
             f"Status {notification.status}, reason {notification.reason or 'none'}."
         )
-    for index, decision in enumerate(decisions):
-        lines.append(_decision_sentence(notification, decision, first=index == 0, zones=zones))
+    previous: dict[str, Any] | None = None
+    for decision in decisions:
+        lines.append(_decision_sentence(notification, decision, previous, zones))
+        previous = decision
     lines.append(_where_it_stands(notification, deliveries, decisions, zones))
     return lines
 
@@ -73,64 +75,75 @@ def _heading(notification: Notification) -> str:
 
 
 def _decision_sentence(
-    notification: Notification, decision: dict[str, Any], *, first: bool, zones: ZoneDatabase
+    notification: Notification,
+    decision: dict[str, Any],
+    previous: dict[str, Any] | None,
+    zones: ZoneDatabase,
 ) -> str:
-    rule = decision["rule"]
+    """One decision: the first with its whole context (zone, where it came from, the user's
+    clock); a release with its time, and the zone again only when the user moved."""
     local = datetime.fromisoformat(decision["local_time"])
     zone = decision["zone"]
     where = f"{zone} ({_SOURCES.get(decision['zone_source'], decision['zone_source'])})"
-    clock = f"it was {_hhmm(local)} there ({_utc(local)})"
-    window = decision.get("quiet_hours")
-    quiet = f"quiet hours {window['start']}{_TO}{window['end']}" if window else None
-    until = decision.get("deliver_at")
-    waits = f"until {_local(until, zone, local, zones)}" if until else ""
-    status, reason = decision.get("status"), decision.get("reason")
-    tier = notification.tier
+    outcome, detail, tail = _what_it_decided(notification, decision, local, zones)
+    if previous is None:
+        if decision["rule"] == "quiet_hours":
+            context = f" in {where}; it was {_hhmm(local)} there ({_utc(local)})"
+        else:
+            context = f"; it was {_hhmm(local)} in {where} at {_utc(local)}"
+        return f"{outcome}: {detail}{context}{tail}."
+    moved = f", the user now in {where}" if zone != previous["zone"] else ""
+    # a schedule decided again at release has moved with its user
+    verb = "rescheduled" if decision["rule"] == "scheduled" else outcome.lower()
+    return f"Released {_hhmm(local)} local ({_utc(local)}){moved}: {verb}: {detail}{tail}."
 
+
+def _what_it_decided(
+    notification: Notification, decision: dict[str, Any], local: datetime, zones: ZoneDatabase
+) -> tuple[str, str, str]:
+    """(what happened, the rule's detail, what follows) for one decision."""
+    rule, zone, status = decision["rule"], decision["zone"], decision.get("status")
+    window = decision.get("quiet_hours")
+    quiet = f"quiet hours {window['start']}{_TO}{window['end']}" if window else ""
+    until = _local(decision.get("deliver_at"), zone, local, zones)
+    expires = _local(notification.expires_at, zone, local, zones)
+    tier = notification.tier
     if rule == "quiet_hours" and status == "deferred":
-        outcome = f"Deferred: {quiet} in {where}; {clock}, so it waits {waits} local"
-        outcome += " (the end of the quiet hours plus this user's share of the release spread)"
-    elif rule == "quiet_hours":
-        outcome = (
-            f"Dropped: {quiet} in {where}; {clock}, and it would expire "
-            f"({_local(notification.expires_at, zone, local, zones)} local) before they end"
+        return (
+            "Deferred",
+            quiet,
+            f", so it waits until {until} local (the end of the quiet hours plus this "
+            "user's share of the release spread)",
         )
-    elif rule == "scheduled" and first:
-        outcome = (
-            f"Scheduled: it waits {waits} local in {where}; {clock}. Quiet hours and caps "
-            "are checked when it is released"
+    if rule == "quiet_hours":
+        return "Dropped", quiet, f", and it would expire ({expires} local) before they end"
+    if rule == "scheduled":
+        return (
+            "Scheduled",
+            f"it waits until {until} local",
+            ". Quiet hours and caps are checked when it is released",
         )
-    elif rule == "scheduled":
-        outcome = f"The user is now in {where}, so it waits {waits} local there; {clock}"
-    elif rule == "consent":
-        outcome = f"Dropped: {_CONSENT.get(reason or '', 'no consent').format(tier=tier)}"
-        outcome += f"; {clock} in {where}"
-    elif rule == "devices":
-        outcome = (
-            f"Dropped: the user had no active device for app {notification.app} that allows "
-            f"notifications; {clock} in {where}"
+    if rule == "consent":
+        reason = _CONSENT.get(decision.get("reason") or "", "the user gave no consent")
+        return "Dropped", reason.format(tier=tier), ""
+    if rule == "devices":
+        return (
+            "Dropped",
+            f"the user had no active device for app {notification.app} that allows notifications",
+            "",
         )
-    elif rule == "expiry":
-        expired = _local(notification.expires_at, zone, local, zones)
-        outcome = (
-            f"Expired: it may not be delivered after {expired} local, and {clock} in {where}"
-            if status == "expired" and _before(notification.expires_at, local)
-            else f"Expired: it would have expired ({expired} local) before its scheduled moment"
-            f"; {clock} in {where}"
+    if rule == "expiry":
+        if _before(notification.expires_at, local):
+            return "Expired", f"it may not be delivered after {expires} local", ""
+        return "Expired", f"it would expire ({expires} local) before its scheduled moment", ""
+    if rule == "frequency_cap":
+        return (
+            "Dropped",
+            f"the user already had as many {tier} notifications as the frequency cap allows "
+            "in its window",
+            f" (outside {quiet})" if quiet else "",
         )
-    elif rule == "frequency_cap":
-        outcome = (
-            f"Dropped: the user already had as many {tier} notifications as the frequency cap "
-            f"allows in its window; {clock} in {where}"
-        )
-        if quiet:
-            outcome += f", outside {quiet}"
-    else:  # send
-        outcome = f"Queued for delivery: {clock} in {where}"
-        outcome += f", outside {quiet}" if quiet else f"; {tier} ignores quiet hours"
-    if first:
-        return f"{outcome}."
-    return f"Released {_hhmm(local)} local: {outcome[0].lower()}{outcome[1:]}."
+    return "Queued for delivery", f"outside {quiet}" if quiet else f"{tier} ignores quiet hours", ""
 
 
 def _where_it_stands(

@@ -100,8 +100,10 @@ async def test_a_night_deferral_and_its_release(config: Path, sessions: Sessions
         "preferences); it was 02:14 there (2026-03-01 01:14:00 UTC), so it waits until "
         f"{released} local"
     )
-    assert lines[2].startswith(f"Released {released} local: queued for delivery: it was {released}")
-    assert "outside quiet hours 22:00\N{EN DASH}08:00" in lines[2]
+    assert lines[2] == (
+        f"Released {released} local ({released_at.strftime('%Y-%m-%d %H:%M:%S')} UTC): queued "
+        "for delivery: outside quiet hours 22:00\N{EN DASH}08:00."
+    )
     assert lines[3] == "Now: sent; deliveries 2 sent."
 
     as_json = await invoke(config, "notifications", "explain", notification_id, "--json")
@@ -152,14 +154,15 @@ async def test_a_schedule_that_followed_its_user(config: Path, sessions: Session
     text = result.output
     assert "scheduled for 09:00 in the user's local time" in text
     assert (
-        "Scheduled: it waits until 2026-03-02 09:00 local in Europe/Paris (from the user's "
-        "preferences); it was 02:14 there (2026-03-01 01:14:00 UTC). Quiet hours and caps "
-        "are checked when it is released." in text
+        "Scheduled: it waits until 2026-03-02 09:00 local; it was 02:14 in Europe/Paris (from "
+        "the user's preferences) at 2026-03-01 01:14:00 UTC. Quiet hours and caps are checked "
+        "when it is released." in text
     )
     # released at 09:00 in Paris, which is 03:00 in New York
     assert (
-        "Released 03:00 local: the user is now in America/New_York (from the user's "
-        "preferences), so it waits until 09:00 local there; it was 03:00 there" in text
+        "Released 03:00 local (2026-03-02 08:00:00 UTC), the user now in America/New_York "
+        "(from the user's preferences): rescheduled: it waits until 09:00 local. Quiet hours "
+        "and caps are checked when it is released." in text
     )
     assert text.rstrip().endswith(
         "Now: deferred (scheduled), due 09:00 local (2026-03-02 14:00:00 UTC)."
@@ -187,8 +190,11 @@ async def test_drops_and_what_happened_after_the_decision(
     legacy = await store(sessions, status="sent", decision=None)
 
     text = (await invoke(config, "notifications", "explain", dropped)).output
-    assert "Dropped: the user opted out of behavioral notifications; it was 01:14 there" in text
-    assert "in UTC (the gateway's default: the user set none and no device reported one)" in text
+    assert (
+        "Dropped: the user opted out of behavioral notifications; it was 01:14 in UTC (the "
+        "gateway's default: the user set none and no device reported one) at 2026-03-01 "
+        "01:14:00 UTC." in text
+    )
     assert "Now: dropped (opted_out); nothing was sent." in text
 
     text = (await invoke(config, "notifications", "explain", superseded)).output
