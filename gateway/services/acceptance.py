@@ -184,8 +184,8 @@ def schedule_in_users_zone(
     prepared: Prepared, facts: UserFacts, policy: PolicySettings, *, now: datetime
 ) -> tuple[LocalSchedule, datetime]:
     """Resolve a prepared ``send_at_local`` in the user's zone: the schedule and the expiry
-    counted from its instant. 422 when that instant is not after ``now``, lies beyond
-    ``policy.max_schedule_days``, or is not before the request's ``expires_at``."""
+    counted from its instant. 422 when that instant is not after ``now`` or lies beyond
+    ``policy.max_schedule_days``, or when the request's ``expires_at`` is not after it."""
     assert prepared.local is not None
     request = prepared.request
     zone, _ = locate_user(facts, policy)
