@@ -321,7 +321,8 @@ def _when(value: datetime | None) -> str:
 @click.argument("notification_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def notifications_show(config_path: Path | None, notification_id: str, as_json: bool) -> None:
-    """Show one notification and its deliveries. Exits 1 when there is no such notification."""
+    """Show one notification and its deliveries (``explain`` tells why it went when it did).
+    Exits 1 when there is no such notification."""
     settings = settings_from(config_path)
 
     async def body(services: Services) -> tuple[Notification, list[Delivery]] | None:
@@ -357,6 +358,9 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
         ("deliver_at", _when(notification.deliver_at)),
         ("expires_at", _when(notification.expires_at)),
         ("updated_at", _when(notification.updated_at)),
+        ("send_at", _when(notification.send_at)),
+        ("send_at_local", notification.send_at_local),
+        ("decided by", (notification.decision or {}).get("rule")),
     ]
     for name, value in fields:
         summary.add_row(name, "-" if value is None else str(value))

@@ -202,6 +202,7 @@ async def test_notifications_show_prints_the_notification_and_deliveries(
 
     assert result.exit_code == 0, result.output
     assert "marketing" in result.output and "apns-123" in result.output
+    assert "send_at" in result.output and "decided by" in result.output
     document = json.loads(as_json.output)
     assert document["id"] == notification_id
     assert [d["provider_id"] for d in document["deliveries"]] == ["apns-123"]
