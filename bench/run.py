@@ -4,7 +4,8 @@ Run from the repository root::
 
     .venv/bin/python -m bench.run                     # about 5 minutes on 2 cores
     .venv/bin/python -m bench.run --full              # the issue's sizes: 200,000-notification
-                                                      # wave per database, 10-minute soak
+                                                      # wave per database, 100,000 scheduled
+                                                      # across 20 zones, 10-minute soak
     .venv/bin/python -m bench.run --only ingest,policy
 
 Writes ``bench/results/report.json`` (every sample) and ``bench/results/report.md`` (the table).
@@ -20,6 +21,9 @@ the same run, interleaved, so a busy machine slows both alike:
 - delivery: queued → delivered at the simulator through the worker vs the raw client
   (:mod:`bench.delivery`);
 - release wave: deferred notifications due as one zone's quiet hours end (:mod:`bench.wave`);
+- scheduled waves: notifications for the same local 09:00 in 20 zones, released as each zone
+  reaches it, with the drain rate of each zone's wave and a check that none went early
+  (:mod:`bench.schedule_wave`);
 - policy: one decision vs a bare ``astimezone`` (:mod:`bench.bench_policy`);
 - soak: steady load on the whole gateway, RSS and errors over time (:mod:`bench.soak`).
 
@@ -46,7 +50,7 @@ from typing import Any
 from bench import bench_policy, delivery, end_to_end, ingest, soak
 from bench.stack import PYTHON, RESULTS, ROOT, postgres_available
 
-SECTIONS = ("end-to-end", "ingest", "delivery", "wave", "policy", "soak")
+SECTIONS = ("end-to-end", "ingest", "delivery", "wave", "schedule", "policy", "soak")
 GOALS = {
     "end-to-end": 0.8,
     "ingest": 0.5,
@@ -96,6 +100,37 @@ def measure_wave(count: int, database: str, folder: Path, runs: int) -> dict[str
         "all_sent": all(s["statuses"] == {"sent": count} for s in samples),
         "samples": samples,
     }
+
+
+def measure_schedule(count: int, database: str, folder: Path) -> dict[str, Any]:
+    """One run of the scheduled waves, in a process of its own (see :mod:`bench.schedule_wave`):
+    its 20 zone waves are the samples."""
+    out = folder / f"schedule-{database}.json"
+    subprocess_args = [PYTHON, "-m", "bench.schedule_wave", "--count", str(count)]
+    subprocess_args += ["--database", database, "--folder", str(folder), "--out", str(out)]
+    subprocess.run(subprocess_args, cwd=ROOT, check=True, timeout=4 * 3600)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def schedule_waves_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Each zone wave's drain, one column per database."""
+    if not runs:
+        return []
+    header = "| zone wave (local 09:00) | notifications | "
+    header += " | ".join(f"{run['database']}: drained in, rate" for run in runs) + " |"
+    lines = ["", f"Scheduled waves, {runs[0]['count']:,} notifications for 09:00 local:", ""]
+    lines += [header, "|---|---|" + "---|" * len(runs)]
+    for index, wave in enumerate(runs[0]["waves"]):
+        cells = [
+            f"{', '.join(wave['zones'])} ({wave['local_0900_utc'][11:16]} UTC)",
+            f"{wave['expected']:,}",
+        ]
+        for run in runs:
+            other = run["waves"][index]
+            cells.append(f"{other['seconds']:.2f} s, {other['per_second']:.0f}/s")
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
 
 
 def findings(report: dict[str, Any]) -> list[str]:
@@ -234,6 +269,22 @@ def markdown(report: dict[str, Any]) -> str:
                 "spread and limits hold",
             )
         )
+    for run in report.get("schedule", []):
+        held = run["none_before_local_0900"] and run["each_wave_released_exactly_its_zones"]
+        rows.append(
+            (
+                f"Scheduled 09:00 local, {run['count']:,} in {run['zones']} zones, "
+                f"{run['database']} ({run['wave_count']} waves)",
+                f"zone waves drained at {run['median_wave_per_second']:.0f}/s median "
+                f"({run['slowest_wave_per_second']:.0f}-{run['fastest_wave_per_second']:.0f}/s), "
+                f"peak RSS {run['peak_rss_mib']:.0f} MiB"
+                f"{'' if run['all_sent'] else '; NOT all sent'}",
+                f"{run['released_early']} released a second early, "
+                f"{run['sent_before_their_instant']} sent before their instant",
+                "",
+                f"none before local 09:00: {'held' if held else 'NOT held'}",
+            )
+        )
     if "policy" in report:
         policy = report["policy"]
         for case in ("send", "defer"):
@@ -271,6 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += schedule_waves_table(report.get("schedule", []))
     lines += ["", *[f"- {note}" for note in report.get("notes", [])]]
     return "\n".join(lines) + "\n"
 
@@ -302,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the issue's sizes (slow)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per figure")
     parser.add_argument("--wave-count", type=int, help="deferred notifications in the wave")
+    parser.add_argument(
+        "--schedule-count", type=int, help="notifications scheduled for 09:00 across the zones"
+    )
     parser.add_argument("--soak-minutes", type=float, help="length of the soak")
     parser.add_argument("--soak-rate", type=float, default=20.0, help="soak requests per second")
     parser.add_argument("--delivery-count", type=int, default=2000, help="sends per delivery run")
@@ -315,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     wave_count = args.wave_count or (200_000 if args.full else 5_000)
+    schedule_count = args.schedule_count or (100_000 if args.full else 2_000)
     soak_minutes = args.soak_minutes or (10.0 if args.full else 1.5)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -338,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
             for database in databases:
                 print(f"release wave of {wave_count:,} on {database} ...", flush=True)
                 report["waves"].append(measure_wave(wave_count, database, folder, wave_runs))
+        if "schedule" in args.only:
+            databases = ["sqlite"] + (["postgresql"] if asyncio.run(postgres_available()) else [])
+            report["schedule"] = []
+            for database in databases:
+                print(f"{schedule_count:,} scheduled for 09:00 on {database} ...", flush=True)
+                report["schedule"].append(measure_schedule(schedule_count, database, folder))
         if "policy" in args.only:
             print("policy ...", flush=True)
             report["policy"] = measure_policy(7)

@@ -35,6 +35,7 @@ from gateway.providers.registry import PROVIDERS
 from policies.settings import (
     BEHAVIORAL_DEFAULT_OPT_IN,
     DEFAULT_FREQUENCY_CAPS,
+    DEFAULT_MAX_SCHEDULE_DAYS,
     DEFAULT_QUIET_HOURS,
     DEFAULT_RELEASE_SPREAD_MINUTES,
     DEFAULT_TIER,
@@ -153,6 +154,7 @@ class PolicyConfig(_Section):
         default_factory=_default_ttls
     )
     frequency_caps: dict[Tier, FrequencyCapConfig] = Field(default_factory=_default_caps)
+    max_schedule_days: int = Field(default=DEFAULT_MAX_SCHEDULE_DAYS, ge=1, le=3650)
 
     @field_validator("default_timezone")
     @classmethod
@@ -399,6 +401,7 @@ class Settings(BaseSettings):
             },
             default_tier=policy.default_tier,
             categories=dict(self.categories),
+            max_schedule_days=policy.max_schedule_days,
         )
 
 

@@ -84,6 +84,8 @@ class Notification(SQLModel, table=True):
         # frequency caps count a user's recent notifications per tier
         sa.Index("ix_notifications_user_tier_counted", "user_id", "tier", "counted_at"),
         sa.Index("ix_notifications_collapse", "user_id", "app", "collapse_key"),
+        # a user's notifications newest first, a page at a time (keyset on created_at, id)
+        sa.Index("ix_notifications_user_created", "user_id", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -108,6 +110,17 @@ class Notification(SQLModel, table=True):
     counted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     created_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
+    # A scheduled send: the instant it is due (``send_at`` as given, or ``send_at_local``
+    # resolved in the user's zone; it moves with a user who changes zone before it is due).
+    send_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    send_at_local: str | None = Field(default=None, max_length=16)  # as the caller gave it
+    # For ``send_at_local``: the local date and time chosen ("YYYY-MM-DDTHH:MM") and the zone
+    # it was read in, so that the release reads it again where the user is by then.
+    scheduled_wall_time: str | None = Field(default=None, max_length=16)
+    scheduled_zone: str | None = Field(default=None, max_length=64)
+    # How the policy decided (the latest decision, as the API shows it), what that did
+    # (status, reason, deliver_at), and the decisions it replaced under "earlier", oldest first.
+    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Delivery(SQLModel, table=True):

@@ -78,7 +78,7 @@ class GatewayJobs:
     async def refresh_metrics(self) -> None:
         metrics = self.context.metrics
         metrics.queue_depth.set(await self.worker.queue.depth())
-        counts = await self.maintenance.deferred_by_hour(self.context.clock())
+        counts = (await self.maintenance.deferred_by_hour(self.context.clock())).totals
         labels = ["overdue"] + [str(hour) for hour in range(1, HOURS_AHEAD + 1)] + ["later"]
         for label, count in zip(labels, counts, strict=True):
             metrics.deferred.labels(label).set(count)

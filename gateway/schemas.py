@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -28,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from gateway.config import parse_hhmm, validate_timezone_name
 from gateway.errors import FieldError, InvalidTimezone, InvalidToken, ValidationFailed
 from gateway.providers.registry import provider_for
+from policies import parse_send_at_local
 from policies.tiers import Tier
 from tokens.models import Environment, Permission, Platform
 
@@ -53,6 +55,14 @@ def _hhmm(value: str) -> str:
     return value
 
 
+def _send_at_local(value: str) -> str:
+    try:
+        parse_send_at_local(value)
+    except ValueError as exc:
+        raise PydanticCustomError("invalid_request", str(exc)) from None
+    return value
+
+
 def _locale(value: str) -> str:
     if not _LOCALE.fullmatch(value):
         raise PydanticCustomError("invalid_request", "expected a locale such as 'en' or 'pt-BR'")
@@ -72,6 +82,7 @@ TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
 AppId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 HHMM = Annotated[str, AfterValidator(_hhmm)]
+LocalWallTime = Annotated[str, AfterValidator(_send_at_local)]
 
 
 class _Body(BaseModel):
@@ -185,6 +196,17 @@ class NotificationRequest(_Body):
     badge: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     sound: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     thread_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="send at this instant (RFC 3339 with offset) instead of now; at or before "
+        "now it is sent now. Its TTL counts from this instant",
+    )
+    send_at_local: LocalWallTime | None = Field(
+        default=None,
+        description='send when the user\'s clock reads this: "YYYY-MM-DDTHH:MM", or "HH:MM" for '
+        "the next time it does (today, else tomorrow), in the user's time zone at acceptance; "
+        "a user who moves zone before it is due gets it at that wall time in the new zone",
+    )
 
     @model_validator(mode="after")
     def _content_and_expiry(self) -> NotificationRequest:
@@ -192,6 +214,8 @@ class NotificationRequest(_Body):
             raise PydanticCustomError("invalid_request", "give at least one of title, body or data")
         if self.ttl_seconds is not None and self.expires_at is not None:
             raise PydanticCustomError("invalid_request", "give ttl_seconds or expires_at, not both")
+        if self.send_at is not None and self.send_at_local is not None:
+            raise PydanticCustomError("invalid_request", "give send_at or send_at_local, not both")
         return self
 
 
@@ -213,6 +237,23 @@ NotificationStatusName = Literal[
 ]
 
 
+class DecisionOut(BaseModel):
+    """How the policy decided (at acceptance, or at release once released)."""
+
+    zone: str = Field(description="the IANA zone the user's local time was read in")
+    zone_source: Literal["preferences", "device", "default"]
+    local_time: datetime = Field(
+        description="the instant of the decision on the user's clock, with that zone's offset"
+    )
+    quiet_hours: QuietHours | None = Field(
+        description="the window applied; null when the tier ignores quiet hours or an earlier "
+        "rule decided before they were checked (e.g. a scheduled send not yet released)"
+    )
+    rule: Literal[
+        "consent", "devices", "expiry", "quiet_hours", "frequency_cap", "scheduled", "send"
+    ] = Field(description="the rule that decided")
+
+
 class NotificationOut(_Out):
     id: str
     user_id: str
@@ -226,10 +267,39 @@ class NotificationOut(_Out):
     expires_at: datetime
     created_at: datetime
     collapse_key: str | None = None
+    send_at: datetime | None = Field(
+        default=None, description="a scheduled send's instant (send_at_local resolved)"
+    )
+    send_at_local: str | None = Field(default=None, description="as the request gave it")
+    decision: DecisionOut | None = Field(
+        default=None, description="null only for notifications stored before decisions were"
+    )
 
 
 class NotificationDetail(NotificationOut):
     deliveries: list[DeliveryOut]
+
+
+class PageQuery(BaseModel):
+    """The query of a list read newest first, a page at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=200)] = Field(default=50, description="page size")
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, description="next_cursor of the previous page"
+    )
+
+
+class UserNotificationsQuery(PageQuery):
+    """The query of ``GET /v1/users/{user_id}/notifications``."""
+
+    status: NotificationStatusName | None = Field(default=None, description="only this status")
+
+
+class NotificationPage(BaseModel):
+    notifications: list[NotificationOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="for the next page; null on the last one")
 
 
 class ProblemField(BaseModel):
@@ -268,6 +338,18 @@ def validation_error(exc: ValidationError, *, prefix: str = "") -> ValidationFai
     if "invalid_token" in kinds:
         return InvalidToken(summary, errors=errors)
     return ValidationFailed(summary, errors=errors)
+
+
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+def parse_user_id(value: str) -> str:
+    """A ``user_id`` from a path; 422 ``invalid_request`` unless it is 1-128 characters with
+    no whitespace."""
+    try:
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix="user_id") from None
 
 
 def parse_model(model: type[M], payload: Any) -> M:

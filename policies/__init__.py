@@ -4,8 +4,11 @@ Pure decision logic: no I/O, no clock reads (`now` is always a parameter, an awa
 imports neither `gateway` nor `tokens`. The gateway classifies a request with `classify`,
 fixes its expiry with `resolve_expiry`, counts recent notifications from `cap_window_start`,
 and calls `decide` at acceptance and again at release; the answer is a value:
-`Send()`, `Defer(until)` or `Drop(reason)`. A send scheduled in the user's local time is
-parsed with `parse_send_at_local` and turned into its instant with `resolve_send_at_local`.
+`Send()`, `Defer(until, reason)` or `Drop(reason)`; `decide_and_explain` also says which rule
+made it and in which local time. A send scheduled in the user's local time is parsed with
+`parse_send_at_local`, turned into its instant with `schedule_local` (checked against the
+horizon with `check_schedule`), and read again where the user is at release with
+`follow_user`; `decide` takes the resulting instant as `scheduled_at`.
 `soft_ask_decision` answers the question before all of that, whether an app may ask the user
 for notification permission now, the same way.
 
@@ -13,7 +16,8 @@ Instants returned by this package are aware datetimes in UTC.
 """
 
 from policies.classification import Classification, TierConflict, classify
-from policies.decisions import Decision, Defer, Drop, DropReason, Send
+from policies.decisions import Decision, Defer, DeferReason, Drop, DropReason, Send
+from policies.explanation import Explanation, Rule
 from policies.permission import (
     FunnelStep,
     OsPromptResult,
@@ -34,13 +38,17 @@ from policies.quiet_hours import (
     release_instant,
     release_offset,
 )
-from policies.rules import cap_window_start, decide, resolve_expiry
+from policies.rules import cap_window_start, decide, decide_and_explain, resolve_expiry
 from policies.scheduling import (
+    LocalSchedule,
     LocalSendTime,
+    check_schedule,
     first_instant_at,
+    follow_user,
     parse_send_at_local,
     reresolve_send_at_local,
     resolve_send_at_local,
+    schedule_local,
     scheduled_local_datetime,
 )
 from policies.settings import (
@@ -48,6 +56,8 @@ from policies.settings import (
     PolicySettings,
     QuietWindow,
     UserFacts,
+    ZoneSource,
+    locate_user,
     resolve_timezone,
 )
 from policies.tiers import Tier
@@ -57,10 +67,13 @@ __all__ = [
     "Classification",
     "Decision",
     "Defer",
+    "DeferReason",
     "Drop",
     "DropReason",
+    "Explanation",
     "FrequencyCap",
     "FunnelStep",
+    "LocalSchedule",
     "LocalSendTime",
     "OsPromptResult",
     "PermissionEvent",
@@ -68,6 +81,7 @@ __all__ = [
     "PermissionSettings",
     "PolicySettings",
     "QuietWindow",
+    "Rule",
     "Send",
     "SoftAskAction",
     "SoftAskDecision",
@@ -75,14 +89,19 @@ __all__ = [
     "Tier",
     "TierConflict",
     "UserFacts",
+    "ZoneSource",
     "cap_window_start",
+    "check_schedule",
     "classify",
     "decide",
+    "decide_and_explain",
     "event_result_problem",
     "first_instant_at",
+    "follow_user",
     "funnel_step",
     "is_quiet",
     "is_valid_timezone",
+    "locate_user",
     "next_allowed_instant",
     "next_quiet_instant",
     "parse_send_at_local",
@@ -92,6 +111,7 @@ __all__ = [
     "resolve_expiry",
     "resolve_send_at_local",
     "resolve_timezone",
+    "schedule_local",
     "scheduled_local_datetime",
     "soft_ask_decision",
 ]

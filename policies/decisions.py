@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["Decision", "Defer", "Drop", "DropReason", "Send"]
+__all__ = ["Decision", "Defer", "DeferReason", "Drop", "DropReason", "Send"]
 
 
 class DropReason(StrEnum):
@@ -23,6 +23,13 @@ class DropReason(StrEnum):
     EXPIRED = "expired"
 
 
+class DeferReason(StrEnum):
+    """Why a notification waits (the `reason` of a `deferred` one)."""
+
+    QUIET_HOURS = "quiet_hours"  # it is night where the user is; released when it ends
+    SCHEDULED = "scheduled"  # the caller asked for a later moment (`send_at`, `send_at_local`)
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     """Deliver now: the notification becomes `queued`."""
@@ -33,7 +40,7 @@ class Defer:
     """Hold the notification until `until` (an aware UTC instant strictly after `now`)."""
 
     until: datetime
-    reason: str = "quiet_hours"
+    reason: str = DeferReason.QUIET_HOURS
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,11 @@ check it, and why a whole skipped day (Pacific/Apia, 2011-12-30) needs no specia
 
 Instants returned are aware datetimes in UTC. Wall times are naive on purpose: they mean what
 the user's clock reads in whichever zone is in force, so a send scheduled for 09:00 can still
-go at 09:00 for a user who has moved to another zone before it is due.
+go at 09:00 for a user who has moved to another zone before it is due. A `LocalSchedule` keeps
+what that needs (the wall time chosen, the zone it was read in, the instant it came to), and
+`follow_user` reads it again in the zone the user is in when it is due.
+
+A schedule may reach at most `PolicySettings.max_schedule_days` ahead (`check_schedule`).
 """
 
 import re
@@ -26,11 +30,15 @@ from policies.timezones import load_zone
 from policies.wall_time import instants_of_wall_time
 
 __all__ = [
+    "LocalSchedule",
     "LocalSendTime",
+    "check_schedule",
     "first_instant_at",
+    "follow_user",
     "parse_send_at_local",
     "reresolve_send_at_local",
     "resolve_send_at_local",
+    "schedule_local",
     "scheduled_local_datetime",
 ]
 
@@ -138,6 +146,61 @@ def reresolve_send_at_local(wall: datetime, zone: str | ZoneInfo) -> datetime:
     if wall.tzinfo is not None:
         raise ValueError(f"wall must be a naive local date and time, got {wall.isoformat()}")
     return first_instant_at(wall.date(), wall.time(), zone)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSchedule:
+    """A `send_at_local` as accepted: the naive local date and time chosen (`wall`), the name
+    of the zone it was read in, and the instant (UTC) it came to there."""
+
+    wall: datetime
+    zone: str
+    instant: datetime
+
+    def __post_init__(self) -> None:
+        if self.wall.tzinfo is not None:
+            raise ValueError(f"wall must be a naive local date and time, got {self.wall}")
+
+
+def schedule_local(now: datetime, zone: ZoneInfo, local: LocalSendTime) -> LocalSchedule:
+    """Resolve a parsed `send_at_local` in the user's loaded `zone` at the aware `now` (see
+    `resolve_send_at_local`), keeping what `follow_user` needs to read it again later.
+
+    The instant may not be after `now` (a dated wall time already past): `check_schedule`
+    tells. Raises `ValueError` for a naive `now` or a date at the calendar's ends.
+    """
+    wall, instant = _resolve(now, zone, local)
+    return LocalSchedule(wall, zone.key, instant)
+
+
+def follow_user(schedule: LocalSchedule, zone: ZoneInfo) -> LocalSchedule:
+    """`schedule` for a user whose local time is now read in the loaded `zone`.
+
+    The same schedule while the zone is the one it was resolved in (an "HH:MM" send keeps the
+    occurrence chosen at acceptance); otherwise the same wall time in the new zone, resolved
+    with the same rules (`reresolve_send_at_local`). Whether that instant is still ahead is the
+    caller's to see: ahead, it waits for it; past, it goes now.
+    """
+    if zone.key == schedule.zone:
+        return schedule
+    return LocalSchedule(schedule.wall, zone.key, reresolve_send_at_local(schedule.wall, zone))
+
+
+def check_schedule(now: datetime, instant: datetime, max_days: int) -> None:
+    """Raise `ValueError` saying why, unless the aware `instant` is after the aware `now` and
+    at most `max_days` days after it."""
+    now_utc = as_utc(now, "now")
+    instant_utc = as_utc(instant, "instant")
+    if instant_utc <= now_utc:
+        raise ValueError(
+            f"the scheduled moment ({instant_utc.isoformat()}) is not after now "
+            f"({now_utc.isoformat()})"
+        )
+    if instant_utc - now_utc > timedelta(days=max_days):
+        raise ValueError(
+            f"the scheduled moment ({instant_utc.isoformat()}) is more than {max_days} days "
+            "ahead (policy.max_schedule_days)"
+        )
 
 
 def _resolve(

@@ -7,6 +7,7 @@ preferences, devices and recent counts, and hands them over.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from enum import StrEnum
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from policies.timezones import ZoneDatabase, is_valid_timezone
 __all__ = [
     "BEHAVIORAL_DEFAULT_OPT_IN",
     "DEFAULT_FREQUENCY_CAPS",
+    "DEFAULT_MAX_SCHEDULE_DAYS",
     "DEFAULT_QUIET_HOURS",
     "DEFAULT_RELEASE_SPREAD_MINUTES",
     "DEFAULT_TIER",
@@ -26,6 +28,8 @@ __all__ = [
     "PolicySettings",
     "QuietWindow",
     "UserFacts",
+    "ZoneSource",
+    "locate_user",
     "resolve_timezone",
     "resolve_zone",
 ]
@@ -82,6 +86,7 @@ DEFAULT_FREQUENCY_CAPS: Mapping[Tier, FrequencyCap] = MappingProxyType(
         Tier.BEHAVIORAL: FrequencyCap(max=6, window_seconds=86_400),
     }
 )
+DEFAULT_MAX_SCHEDULE_DAYS = 365  # a year ahead covers yearly reminders; further is a typo
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,8 @@ class PolicySettings:
     )
     default_tier: Tier = DEFAULT_TIER
     categories: Mapping[str, Tier] = field(default_factory=lambda: MappingProxyType({}))
+    max_schedule_days: int = DEFAULT_MAX_SCHEDULE_DAYS
+    """How far ahead a caller may schedule a send (`send_at`, `send_at_local`)."""
     zones: ZoneDatabase = field(default_factory=ZoneDatabase, compare=False, repr=False)
     memo: DecisionMemo = field(default_factory=DecisionMemo, compare=False, repr=False)
 
@@ -111,6 +118,8 @@ class PolicySettings:
             raise ValueError(f"default_timezone: unknown IANA time zone {self.default_timezone!r}")
         if self.release_spread_minutes < 0:
             raise ValueError("release_spread_minutes must be >= 0")
+        if self.max_schedule_days < 1:
+            raise ValueError(f"max_schedule_days must be >= 1, got {self.max_schedule_days}")
         missing = [tier.value for tier in Tier if tier not in self.default_ttl_seconds]
         if missing:
             raise ValueError(f"default_ttl_seconds: no TTL for {', '.join(missing)}")
@@ -142,6 +151,30 @@ class UserFacts:
     recent_counts: Mapping[Tier, int] = field(default_factory=lambda: MappingProxyType({}))
     """Notifications of each tier counted in that tier's cap window ending at now
     (see `cap_window_start`)."""
+
+
+class ZoneSource(StrEnum):
+    """Where the zone a user's local time is read in came from."""
+
+    PREFERENCES = "preferences"  # the user set it
+    DEVICE = "device"  # their most recently seen device reported it
+    DEFAULT = "default"  # neither did: the operator's `default_timezone`
+
+
+def locate_user(user: UserFacts, settings: PolicySettings) -> tuple[ZoneInfo, ZoneSource]:
+    """The zone the user's local time is read in (see :func:`resolve_timezone`), loaded, and
+    where it came from."""
+    name = user.timezone
+    if name:
+        zone = settings.zones.get(name)
+        if zone is not None:
+            return zone, ZoneSource.PREFERENCES
+    name = user.device_timezone
+    if name:
+        zone = settings.zones.get(name)
+        if zone is not None:
+            return zone, ZoneSource.DEVICE
+    return settings.zones.load(settings.default_timezone), ZoneSource.DEFAULT
 
 
 def resolve_zone(user: UserFacts, settings: PolicySettings) -> ZoneInfo:

@@ -1,4 +1,4 @@
-"""Sending, reading and cancelling notifications."""
+"""Sending, reading, listing and cancelling notifications."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from gateway.api.routing import (
     read_json,
 )
 from gateway.errors import ValidationFailed
-from gateway.schemas import BatchRequest, NotificationRequest, parse_model
+from gateway.schemas import (
+    BatchRequest,
+    NotificationRequest,
+    UserNotificationsQuery,
+    parse_model,
+    parse_user_id,
+)
 
 
 async def send_notification(request: web.Request) -> web.Response:
@@ -50,3 +56,10 @@ async def cancel_notification(request: web.Request) -> web.Response:
     notification_id = request.match_info["notification_id"]
     notification = await services(request).notifications.cancel(caller(request), notification_id)
     return json_response(notification)
+
+
+async def list_user_notifications(request: web.Request) -> web.Response:
+    user_id = parse_user_id(request.match_info["user_id"])
+    query = parse_model(UserNotificationsQuery, dict(request.query))
+    page = await services(request).notifications.of_user(caller(request), user_id, query)
+    return json_response(page)

@@ -48,10 +48,7 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", route.path)
         ]
-        parameters += [
-            {"name": name, "in": "query", "required": False, "schema": schema}
-            for name, schema in route.query.items()
-        ]
+        parameters += _query_parameters(route.query_model)
         parameters += [
             {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
             for header in route.headers
@@ -98,3 +95,18 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    """One query parameter per field of ``model``, with its schema and description."""
+    if model is None:
+        return []
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field in schema["properties"].items():
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": field}
+        if "description" in field:
+            parameter["description"] = field["description"]
+        parameters.append(parameter)
+    return parameters

@@ -3,8 +3,6 @@ authentication middleware all read it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.api import devices, notifications, system, users
 from gateway.api.routing import IDEMPOTENCY_HEADER, Route
 from gateway.config import Scope
@@ -16,17 +14,16 @@ from gateway.schemas import (
     DeviceRegistration,
     NotificationDetail,
     NotificationOut,
+    NotificationPage,
     NotificationRequest,
+    PageQuery,
     PreferenceHistory,
     PreferencesOut,
     PreferencesUpdate,
+    UserNotificationsQuery,
 )
 
 _PREFERENCES = "/v1/users/{user_id}/preferences"
-PAGE: dict[str, dict[str, Any]] = {
-    "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-    "cursor": {"type": "string", "description": "next_cursor of the previous page"},
-}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
@@ -98,7 +95,7 @@ ROUTES: tuple[Route, ...] = (
         "Every change of a user's preferences, newest first: when, by which key, old and new",
         responses={200: PreferenceHistory},
         scopes=(Scope.USERS_READ,),
-        query=PAGE,
+        query_model=PageQuery,
     ),
     Route(
         "DELETE",
@@ -135,6 +132,15 @@ ROUTES: tuple[Route, ...] = (
         "A notification with its deliveries",
         responses={200: NotificationDetail},
         scopes=(Scope.SEND, Scope.USERS_READ),
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/notifications",
+        notifications.list_user_notifications,
+        "A user's notifications, newest first, a page at a time",
+        query_model=UserNotificationsQuery,
+        responses={200: NotificationPage},
+        scopes=(Scope.USERS_READ,),
     ),
     Route(
         "DELETE",

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from gateway.api.keys import caller
 from gateway.config import Scope
-from gateway.errors import FieldError, InvalidJson, ValidationFailed
+from gateway.errors import InvalidJson
 from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
 from gateway.services.intake import Answer
 
@@ -31,12 +31,11 @@ class Route:
     handler: Handler
     summary: str
     request_model: type[BaseModel] | None = None
+    query_model: type[BaseModel] | None = None  # the query string's parameters
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     public: bool = False  # reachable without an API key
     content_type: str = "application/json"
     headers: tuple[str, ...] = ()  # request headers the endpoint reads
-    query: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Query parameters the endpoint reads, each with its JSON schema."""
     scopes: tuple[Scope, ...] = ()
     """A key needs one of these; empty: any valid key (or none, when ``public``)."""
 
@@ -48,19 +47,6 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
-
-
-def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
-    """Query parameter ``name`` as a whole number in [``low``, ``high``]; 422 otherwise."""
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise ValidationFailed(
-            f"{name} must be a whole number from {low} to {high}",
-            errors=[FieldError(name, f"expected {low}-{high}")],
-        )
-    return int(text)
 
 
 def idempotency_claim(request: web.Request, payload: Any) -> IdempotencyClaim | None:

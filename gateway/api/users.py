@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.keys import caller, services
-from gateway.api.routing import json_response, query_int, read_json
-from gateway.schemas import PreferencesUpdate, parse_model
+from gateway.api.routing import json_response, read_json
+from gateway.schemas import PageQuery, PreferencesUpdate, parse_model
 
 
 async def get_preferences(request: web.Request) -> web.Response:
@@ -33,11 +33,9 @@ async def patch_preferences(request: web.Request) -> web.Response:
 
 
 async def preference_history(request: web.Request) -> web.Response:
+    page = parse_model(PageQuery, dict(request.query))
     history = await services(request).preferences.history(
-        caller(request),
-        request.match_info["user_id"],
-        limit=query_int(request, "limit", default=50, low=1, high=200),
-        cursor=request.query.get("cursor"),
+        caller(request), request.match_info["user_id"], page
     )
     return json_response(history)
 

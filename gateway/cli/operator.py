@@ -22,10 +22,13 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cli.context import config_option, console, errors, settings_from, with_services
+from gateway.cli.explain import decisions_of, explain_notification
 from gateway.config import Settings
 from gateway.models import Delivery, Notification
 from gateway.services import Services
-from gateway.services.release import release_hour_edges
+from gateway.services.release import DeferredHistogram, release_hour_edges
+from policies import DeferReason
+from policies.timezones import ZoneDatabase
 from tokens import CleanupResult
 from tokens.cleanup import DEFAULT_BATCH_SIZE
 from tokens.models import Platform
@@ -318,7 +321,8 @@ def _when(value: datetime | None) -> str:
 @click.argument("notification_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def notifications_show(config_path: Path | None, notification_id: str, as_json: bool) -> None:
-    """Show one notification and its deliveries. Exits 1 when there is no such notification."""
+    """Show one notification and its deliveries (``explain`` tells why it went when it did).
+    Exits 1 when there is no such notification."""
     settings = settings_from(config_path)
 
     async def body(services: Services) -> tuple[Notification, list[Delivery]] | None:
@@ -354,6 +358,9 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
         ("deliver_at", _when(notification.deliver_at)),
         ("expires_at", _when(notification.expires_at)),
         ("updated_at", _when(notification.updated_at)),
+        ("send_at", _when(notification.send_at)),
+        ("send_at_local", notification.send_at_local),
+        ("decided by", (notification.decision or {}).get("rule")),
     ]
     for name, value in fields:
         summary.add_row(name, "-" if value is None else str(value))
@@ -375,6 +382,52 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
     console.print(table)
 
 
+@notifications.command("explain")
+@config_option
+@click.argument("notification_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded decisions as JSON.")
+def notifications_explain(config_path: Path | None, notification_id: str, as_json: bool) -> None:
+    """Why a notification went, waits or was dropped: every policy decision, in the user's
+    local time, and where it stands now. Exits 1 when there is no such notification."""
+    settings = settings_from(config_path)
+
+    async def body(services: Services) -> tuple[Notification, list[Delivery]] | None:
+        return await services.notifications.inspect(notification_id)
+
+    found = _run(settings, body)
+    if found is None:
+        errors.print(f"[bold red]error:[/] no notification {notification_id}", highlight=False)
+        raise SystemExit(EXIT_FAILED)
+    notification, deliveries = found
+    if as_json:
+        decisions = decisions_of(notification)
+        document = {
+            name: value
+            for name, value in notification.model_dump(mode="json").items()
+            if name
+            in (
+                "id",
+                "user_id",
+                "app",
+                "tier",
+                "status",
+                "reason",
+                "deliver_at",
+                "expires_at",
+                "send_at",
+                "send_at_local",
+                "scheduled_wall_time",
+                "scheduled_zone",
+            )
+        }
+        document["decision"] = decisions[-1] if decisions else None
+        document["decisions"] = decisions
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    for line in explain_notification(notification, deliveries, ZoneDatabase()):
+        click.echo(line)
+
+
 @click.group()
 def deferred() -> None:
     """Inspect deferred notifications."""
@@ -385,22 +438,29 @@ def deferred() -> None:
 @click.option("--app", "app_id", help="Only this app's notifications.")
 @now_option
 def deferred_stats(config_path: Path | None, app_id: str | None, now: datetime) -> None:
-    """How many deferred notifications are due for release in each of the next 24 hours (UTC)."""
+    """How many deferred notifications are due for release in each of the next 24 hours (UTC),
+    those waiting for the end of quiet hours apart from those a caller scheduled."""
     settings = settings_from(config_path)
     # hour 0 runs from now to the next full hour; "overdue" and "later" catch the rest
     edges = release_hour_edges(now)
 
-    async def body(services: Services) -> list[int]:
+    async def body(services: Services) -> DeferredHistogram:
         return await services.maintenance.deferred_by_hour(now, app=app_id)
 
-    counts = _run(settings, body)
+    histogram = _run(settings, body)
+    quiet = histogram.by_reason.get(DeferReason.QUIET_HOURS, [])
+    scheduled = histogram.by_reason.get(DeferReason.SCHEDULED, [])
+    totals = histogram.totals
+    labels = ["overdue (due before now)"]
+    labels += [f"{start:%Y-%m-%d %H:%M} - {end:%H:%M}" for start, end in itertools.pairwise(edges)]
+    labels.append(f"later (from {edges[-1]:%Y-%m-%d %H:%M})")
     table = Table(title="deferred notifications by release hour (UTC)")
     table.add_column("release")
-    table.add_column("notifications", justify="right")
-    table.add_row("overdue (due before now)", f"{counts[0]:,}")
-    for (start, end), count in zip(itertools.pairwise(edges), counts[1:-1], strict=True):
-        table.add_row(f"{start:%Y-%m-%d %H:%M} - {end:%H:%M}", f"{count:,}")
-    table.add_row(f"later (from {edges[-1]:%Y-%m-%d %H:%M})", f"{counts[-1]:,}")
+    table.add_column("quiet hours", justify="right")
+    table.add_column("scheduled", justify="right")
+    table.add_column("total", justify="right")
+    for index, label in enumerate(labels):
+        table.add_row(label, f"{quiet[index]:,}", f"{scheduled[index]:,}", f"{totals[index]:,}")
     table.add_section()
-    table.add_row("total deferred", f"{sum(counts):,}")
+    table.add_row("total deferred", f"{sum(quiet):,}", f"{sum(scheduled):,}", f"{sum(totals):,}")
     console.print(table)

@@ -1,11 +1,13 @@
 """The notification data path up to the queue: request → policy → store.
 
 :func:`prepare_notification` checks one request without the database (app, tier, caller,
-expiry, payload); :func:`store_notifications` decides a group of prepared requests from one
-snapshot of their users and stores them, with one pending delivery per device for those that
-may go now. :func:`decision_fields` is shared with the release job, which decides a deferred
-notification again with the state of its moment. Everything here runs inside the caller's
-transaction and takes ``now`` as a parameter.
+schedule, expiry, payload); :func:`store_notifications` decides a group of prepared requests
+from one snapshot of their users and stores them, with one pending delivery per device for
+those that may go now. A send scheduled in the user's local time is resolved there, since only
+the snapshot knows the user's zone, and may still be refused then (its moment already past,
+say) without failing the rest of the group. :func:`apply_decision` is shared with the release
+job, which decides a deferred notification again with the state of its moment. Everything here
+runs inside the caller's transaction and takes ``now`` as a parameter.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +25,7 @@ from sqlmodel import col
 from gateway.config import Settings
 from gateway.errors import (
     FieldError,
+    GatewayError,
     PayloadTooLarge,
     TierConflict,
     ValidationFailed,
@@ -43,11 +46,19 @@ from policies import (
     Defer,
     Drop,
     DropReason,
+    Explanation,
+    LocalSchedule,
+    LocalSendTime,
     PolicySettings,
     Send,
+    UserFacts,
+    check_schedule,
     classify,
-    decide,
+    decide_and_explain,
+    locate_user,
+    parse_send_at_local,
     resolve_expiry,
+    schedule_local,
 )
 from policies import TierConflict as PolicyTierConflict
 from policies.tiers import Tier
@@ -56,17 +67,26 @@ from tokens.models import Device, new_id
 log = logging.getLogger(__name__)
 
 
+WALL_TIME_FORMAT = "%Y-%m-%dT%H:%M"  # how a scheduled local date and time is stored
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A notification request that passed every check that needs no database: who sends it,
-    for which app and tier, and until when it may be delivered."""
+    for which app and tier, when, and until when it may be delivered."""
 
     request: NotificationRequest
     caller: Caller
     app: str
     tier: Tier
     classified_by: str
-    expires_at: datetime
+    expires_at: datetime | None
+    """None for a ``send_at_local``: its expiry counts from its instant, known with the
+    user's zone when it is stored."""
+    send_at: datetime | None = None
+    """The instant a ``send_at`` still ahead schedules it for."""
+    local: LocalSendTime | None = None
+    """A ``send_at_local``, resolved when it is stored."""
 
 
 def prepare_notification(
@@ -89,14 +109,22 @@ def prepare_notification(
         ) from None
     tier = classification.tier
     caller.check_tier(tier)
-    expires_at = resolve_expiry(
-        now, tier, policy, ttl_seconds=request.ttl_seconds, expires_at=request.expires_at
-    )
-    if expires_at <= now:
-        raise ValidationFailed(f"expires_at {expires_at.isoformat()} is not in the future")
+    send_at = _scheduled_instant(request, policy=policy, now=now)
+    local = parse_send_at_local(request.send_at_local) if request.send_at_local else None
+    expires_at: datetime | None = None
+    if local is None:
+        expires_at = _expiry_from(send_at or now, request, tier, policy)
+    elif request.expires_at is not None and request.expires_at <= now:
+        # certainly not after a moment still to come: no need to know the user's zone
+        raise _expiry_problem(request.expires_at, "is not in the future")
     app_config = settings.app(app)
     assert app_config is not None  # resolve_app checked it
-    check_deliverable(request, app=app_config.profile, tier=tier, expires_at=expires_at)
+    check_deliverable(
+        request,
+        app=app_config.profile,
+        tier=tier,
+        expires_at=expires_at or resolve_expiry(now, tier, policy),
+    )
     return Prepared(
         request=request,
         caller=caller,
@@ -104,7 +132,72 @@ def prepare_notification(
         tier=tier,
         classified_by=classification.classified_by,
         expires_at=expires_at,
+        send_at=send_at,
+        local=local,
     )
+
+
+def _scheduled_instant(
+    request: NotificationRequest, *, policy: PolicySettings, now: datetime
+) -> datetime | None:
+    """The instant a ``send_at`` schedules the request for, or None to send now (none given,
+    or a moment already come). 422 beyond ``policy.max_schedule_days``."""
+    if request.send_at is None:
+        return None
+    send_at = request.send_at.astimezone(UTC)
+    if send_at <= now:
+        return None
+    try:
+        check_schedule(now, send_at, policy.max_schedule_days)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"send_at: {exc}", errors=[FieldError("send_at", str(exc))]
+        ) from None
+    return send_at
+
+
+def _expiry_from(
+    start: datetime, request: NotificationRequest, tier: Tier, policy: PolicySettings
+) -> datetime:
+    """The request's expiry, its TTL counted from ``start`` (now, or its scheduled instant);
+    422 unless it is after ``start``."""
+    expires_at = resolve_expiry(
+        start, tier, policy, ttl_seconds=request.ttl_seconds, expires_at=request.expires_at
+    )
+    if expires_at <= start:
+        scheduled = request.send_at is not None or request.send_at_local is not None
+        raise _expiry_problem(
+            expires_at,
+            f"is not after the scheduled moment {start.isoformat()}"
+            if scheduled
+            else "is not in the future",
+        )
+    return expires_at
+
+
+def _expiry_problem(expires_at: datetime, problem: str) -> ValidationFailed:
+    message = f"expires_at {expires_at.isoformat()} {problem}"
+    return ValidationFailed(message, errors=[FieldError("expires_at", problem)])
+
+
+def schedule_in_users_zone(
+    prepared: Prepared, facts: UserFacts, policy: PolicySettings, *, now: datetime
+) -> tuple[LocalSchedule, datetime]:
+    """Resolve a prepared ``send_at_local`` in the user's zone: the schedule and the expiry
+    counted from its instant. 422 when that instant is not after ``now`` or lies beyond
+    ``policy.max_schedule_days``, or when the request's ``expires_at`` is not after it."""
+    assert prepared.local is not None
+    request = prepared.request
+    zone, _ = locate_user(facts, policy)
+    try:
+        schedule = schedule_local(now, zone, prepared.local)
+        check_schedule(now, schedule.instant, policy.max_schedule_days)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"send_at_local {request.send_at_local!r} in {zone.key}: {exc}",
+            errors=[FieldError("send_at_local", f"in {zone.key}: {exc}")],
+        ) from None
+    return schedule, _expiry_from(schedule.instant, request, prepared.tier, policy)
 
 
 def check_deliverable(
@@ -155,7 +248,8 @@ def delivery_row(notification_id: str, device: Device, *, now: datetime) -> dict
 
 
 def decision_fields(decision: Decision, *, now: datetime) -> dict[str, Any]:
-    """The notification columns that record the policy's decision."""
+    """The notification columns that carry out the policy's decision (not its record: see
+    :func:`decision_record`)."""
     match decision:
         case Send():
             return {
@@ -180,19 +274,47 @@ def decision_fields(decision: Decision, *, now: datetime) -> dict[str, Any]:
     raise TypeError(f"not a decision: {decision!r}")
 
 
+def decision_record(
+    decision: Decision,
+    explanation: Explanation,
+    *,
+    now: datetime,
+    replaces: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``decision`` column: the explanation (as the API shows it), what the decision did
+    (``status``, ``reason``, ``deliver_at`` of a deferral), and under ``earlier`` the
+    decisions it replaces, oldest first (``replaces`` is the record in force until now)."""
+    fields = decision_fields(decision, now=now)
+    record = explanation.as_dict()
+    record["status"] = str(fields["status"])
+    record["reason"] = fields["reason"]
+    record["deliver_at"] = decision.until.isoformat() if isinstance(decision, Defer) else None
+    if replaces is not None:
+        earlier = replaces.get("earlier", [])
+        record["earlier"] = [
+            *earlier,
+            {name: value for name, value in replaces.items() if name != "earlier"},
+        ]
+    return record
+
+
 async def apply_decision(
     session: AsyncSession,
     notification: Notification,
     decision: Decision,
+    explanation: Explanation,
     devices: Sequence[Device],
     *,
     now: datetime,
 ) -> None:
-    """Record the policy's decision on a stored notification; a send creates one pending
-    delivery per device."""
+    """Carry out and record the policy's decision on a stored notification; a send creates one
+    pending delivery per device."""
     notification.updated_at = now
     for name, value in decision_fields(decision, now=now).items():
         setattr(notification, name, value)
+    notification.decision = decision_record(
+        decision, explanation, now=now, replaces=notification.decision
+    )
     session.add(notification)
     if isinstance(decision, Send):
         for device in devices:
@@ -225,8 +347,10 @@ async def supersede_deferred(
 
 async def store_notifications(
     session: AsyncSession, batch: Sequence[Prepared], *, policy: PolicySettings, now: datetime
-) -> list[NotificationOut]:
-    """Decide and store prepared notifications, in order, in the caller's transaction.
+) -> list[NotificationOut | GatewayError]:
+    """Decide and store prepared notifications, in order, in the caller's transaction; returns
+    for each the stored notification, or the error that refused it (a ``send_at_local`` whose
+    moment, read in the user's zone, is not acceptable).
 
     One snapshot of the users serves the whole batch, and each one queued counts against its
     user's cap before the next is decided, so a batch decides exactly as the same requests
@@ -235,13 +359,27 @@ async def store_notifications(
     users = [prepared.request.user_id for prepared in batch]
     await lock_users(session, users)
     snapshot = await snapshot_users(session, set(users), now=now, policy=policy)
+    results: list[NotificationOut | GatewayError] = []
     rows: list[dict[str, Any]] = []
     inserted = 0
     deliveries: list[dict[str, Any]] = []
     for prepared in batch:
         request = prepared.request
         facts, devices = snapshot.facts(request.user_id, prepared.app)
-        decision = decide(now, prepared.tier, prepared.expires_at, facts, policy)
+        schedule: LocalSchedule | None = None
+        if prepared.local is not None:
+            try:
+                schedule, expires_at = schedule_in_users_zone(prepared, facts, policy, now=now)
+            except GatewayError as refusal:
+                results.append(refusal)
+                continue
+            send_at: datetime | None = schedule.instant
+        else:
+            assert prepared.expires_at is not None
+            expires_at, send_at = prepared.expires_at, prepared.send_at
+        decision, explanation = decide_and_explain(
+            now, prepared.tier, expires_at, facts, policy, scheduled_at=send_at
+        )
         row = {
             "id": new_id(),
             "user_id": request.user_id,
@@ -258,10 +396,15 @@ async def store_notifications(
             "thread_id": request.thread_id,
             "sender": prepared.caller.name,
             "deliver_at": None,
-            "expires_at": prepared.expires_at,
+            "expires_at": expires_at,
             "counted_at": None,
             "created_at": now,
             "updated_at": now,
+            "send_at": send_at,
+            "send_at_local": request.send_at_local,
+            "scheduled_wall_time": schedule.wall.strftime(WALL_TIME_FORMAT) if schedule else None,
+            "scheduled_zone": schedule.zone if schedule else None,
+            "decision": decision_record(decision, explanation, now=now),
             **decision_fields(decision, now=now),
         }
         if request.collapse_key is not None and isinstance(decision, Send | Defer):
@@ -279,6 +422,7 @@ async def store_notifications(
             snapshot.count_queued(request.user_id, prepared.tier)
             deliveries += [delivery_row(row["id"], device, now=now) for device in devices]
         rows.append(row)
+        results.append(NotificationOut.model_validate(row))
     await _insert(session, Notification, rows[inserted:])
     await _insert(session, Delivery, deliveries)  # after the notifications they reference
     for row in rows:
@@ -291,7 +435,7 @@ async def store_notifications(
             row["reason"],
             row["sender"],
         )
-    return [NotificationOut.model_validate(row) for row in rows]
+    return results
 
 
 async def _insert(

@@ -5,7 +5,9 @@ prepare_notification`: no database), then handed to the :class:`Intake` as a
 :class:`Submission`: one notification (``POST /v1/notifications``) or a list of them (the batch
 endpoint), each item prepared or already refused. The writer stores everything waiting in one
 transaction (one lock statement, one snapshot of the users, one flush, one commit) and answers
-each submission only after that commit, so a 202 still means the notification is stored. A
+each submission only after that commit, so a 202 still means the notification is stored. An
+item can also be refused while it is stored (a ``send_at_local`` needs the user's zone, which
+only the snapshot knows): it answers with its error and the rest of the group is stored. A
 group forms by itself while the previous one commits; a lone request is a group of one and
 never waits for a timer. When a group fails, its submissions are stored again one by one, so a
 bad one can only fail itself (unless no connection could be had: that fails them all at once).
@@ -73,22 +75,25 @@ class Submission:
     def prepared(self) -> list[Prepared]:
         return [item for item in self.items if isinstance(item, Prepared)]
 
-    def answer(self, stored: Sequence[NotificationOut]) -> Answer | GatewayError:
-        """The answer once ``stored`` (one per prepared item, in order) is committed."""
-        notifications = iter(stored)
+    def answer(self, stored: Sequence[NotificationOut | GatewayError]) -> Answer | GatewayError:
+        """The answer once ``stored`` (for each prepared item, in order, the notification
+        stored or the error that refused it while storing) is committed."""
+        outcomes = iter(stored)
         if not self.batch:
             (item,) = self.items
-            if isinstance(item, GatewayError):
-                return item
-            notification = next(notifications)
-            return Answer(202, notification.model_dump(mode="json"), False, (notification,))
+            outcome = item if isinstance(item, GatewayError) else next(outcomes)
+            if isinstance(outcome, GatewayError):
+                return outcome
+            return Answer(202, outcome.model_dump(mode="json"), False, (outcome,))
         results: list[dict[str, Any]] = []
         for index, item in enumerate(self.items):
-            if isinstance(item, GatewayError):
-                results.append(_item_problem(item, index))
+            outcome = item if isinstance(item, GatewayError) else next(outcomes)
+            if isinstance(outcome, GatewayError):
+                results.append(_item_problem(outcome, index))
             else:
-                results.append(next(notifications).model_dump(mode="json"))
-        return Answer(200, {"results": results}, False, tuple(stored))
+                results.append(outcome.model_dump(mode="json"))
+        notifications = tuple(item for item in stored if isinstance(item, NotificationOut))
+        return Answer(200, {"results": results}, False, notifications)
 
 
 def _item_problem(error: GatewayError, index: int) -> dict[str, Any]:

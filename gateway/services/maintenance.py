@@ -13,7 +13,7 @@ from gateway.db import transaction
 from gateway.models import PENDING_NOTIFICATION_STATUSES, Delivery, Notification
 from gateway.services.context import ServiceContext
 from gateway.services.idempotency import purge_expired
-from gateway.services.release import deferred_release_histogram
+from gateway.services.release import DeferredHistogram, deferred_release_histogram
 from tokens import mark_stale_devices, purge_invalid_devices, stale_cutoffs
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class MaintenanceService:
             stale_devices=stale.total,
         )
 
-    async def deferred_by_hour(self, now: datetime, *, app: str | None = None) -> list[int]:
-        """Deferred notifications by release hour: ``[overdue, hour 1, ..., hour 24, later]``."""
+    async def deferred_by_hour(self, now: datetime, *, app: str | None = None) -> DeferredHistogram:
+        """Deferred notifications by reason and release hour: ``[overdue, hour 1, ..., hour
+        24, later]`` for each."""
         async with self._context.sessions() as session:
             return await deferred_release_histogram(session, now=now, app=app)

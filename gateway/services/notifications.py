@@ -1,4 +1,4 @@
-"""Sending, reading and cancelling notifications."""
+"""Sending, reading, listing and cancelling notifications."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from gateway.schemas import (
     DeliveryOut,
     NotificationDetail,
     NotificationOut,
+    NotificationPage,
     NotificationRequest,
+    UserNotificationsQuery,
     parse_model,
 )
 from gateway.services.acceptance import Prepared, prepare_notification
@@ -32,13 +34,14 @@ from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
 from gateway.services.idempotency import IdempotencyClaim
 from gateway.services.intake import Answer, Intake, Submission
+from gateway.services.pagination import encode_cursor, older_than
 
 log = logging.getLogger(__name__)
 
 
 class NotificationService:
-    """Accepts notifications (through the group-committing :class:`Intake`), and reads and
-    cancels them within what the caller may see."""
+    """Accepts notifications (through the group-committing :class:`Intake`), and reads, lists
+    and cancels them within what the caller may see."""
 
     def __init__(self, context: ServiceContext, intake: Intake) -> None:
         self._context = context
@@ -111,6 +114,30 @@ class NotificationService:
                 **NotificationOut.model_validate(notification).model_dump(),
                 deliveries=[DeliveryOut.model_validate(delivery) for delivery in deliveries],
             )
+
+    async def of_user(
+        self, caller: Caller, user_id: str, query: UserNotificationsQuery
+    ) -> NotificationPage:
+        """A page of the user's notifications of the apps the caller may use, newest first
+        (creation time, then id), and the cursor of the next page (None on the last). 422 for a
+        cursor this did not give out."""
+        created_at, row_id = col(Notification.created_at), col(Notification.id)
+        statement = select(Notification).where(col(Notification.user_id) == user_id)
+        if caller.apps is not None:
+            statement = statement.where(col(Notification.app).in_(sorted(caller.apps)))
+        if query.status is not None:
+            statement = statement.where(col(Notification.status) == query.status)
+        if query.cursor is not None:
+            statement = statement.where(older_than(created_at, row_id, query.cursor))
+        statement = statement.order_by(created_at.desc(), row_id.desc()).limit(query.limit + 1)
+        async with self._context.sessions() as session:
+            rows = list((await session.execute(statement)).scalars())
+        page = rows[: query.limit]
+        last = page[-1] if len(rows) > query.limit else None
+        return NotificationPage(
+            notifications=[NotificationOut.model_validate(row) for row in page],
+            next_cursor=encode_cursor(last.created_at, last.id) if last else None,
+        )
 
     async def inspect(self, notification_id: str) -> tuple[Notification, list[Delivery]] | None:
         """Every stored column of a notification and its deliveries, for the operator; None

@@ -13,7 +13,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from gateway.errors import FieldError, ValidationFailed
+from tokens.models import UTCDateTime
 
 
 def encode_cursor(at: datetime, row_id: Any) -> str:
@@ -36,3 +39,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, Any]:
             errors=[FieldError("cursor", "invalid cursor")],
         ) from None
     return instant, row_id
+
+
+def older_than(at: Any, row_id: Any, cursor: str) -> sa.ColumnElement[bool]:
+    """Rows after ``cursor`` in newest-first order: ``(at, row_id) < the cursor's``. One
+    row-value comparison, which both databases read as a range of an index on (..., at, id);
+    the equivalent OR would scan every newer row."""
+    after_at, after_id = decode_cursor(cursor)
+    return sa.tuple_(at, row_id) < sa.tuple_(
+        sa.literal(after_at, UTCDateTime()), sa.literal(after_id)
+    )

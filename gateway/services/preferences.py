@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -13,6 +12,7 @@ from gateway.config import Settings
 from gateway.db import transaction
 from gateway.models import Preference, PreferenceChange
 from gateway.schemas import (
+    PageQuery,
     PreferenceChangeOut,
     PreferenceHistory,
     PreferencesOut,
@@ -21,7 +21,7 @@ from gateway.schemas import (
 )
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
-from gateway.services.pagination import decode_cursor, encode_cursor
+from gateway.services.pagination import encode_cursor, older_than
 
 
 def preferences_out(user_id: str, row: Preference | None, settings: Settings) -> PreferencesOut:
@@ -105,30 +105,24 @@ class PreferenceService:
             await session.flush()
             return preferences_out(user_id, row, self._context.settings)
 
-    async def history(
-        self, caller: Caller, user_id: str, *, limit: int, cursor: str | None
-    ) -> PreferenceHistory:
-        """The user's preference changes, newest first, a page of ``limit`` at a time."""
+    async def history(self, caller: Caller, user_id: str, page: PageQuery) -> PreferenceHistory:
+        """The user's preference changes, newest first, a page at a time."""
+        at, change_id = col(PreferenceChange.at), col(PreferenceChange.id)
+        limit = page.limit
         query = (
             select(PreferenceChange)
             .where(col(PreferenceChange.user_id) == user_id)
-            .order_by(col(PreferenceChange.at).desc(), col(PreferenceChange.id).desc())
+            .order_by(at.desc(), change_id.desc())
             .limit(limit + 1)
         )
-        if cursor is not None:
-            at, change_id = decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    col(PreferenceChange.at) < at,
-                    sa.and_(col(PreferenceChange.at) == at, col(PreferenceChange.id) < change_id),
-                )
-            )
+        if page.cursor is not None:
+            query = query.where(older_than(at, change_id, page.cursor))
         async with self._context.sessions() as session:
             rows = list((await session.execute(query)).scalars())
-        page, more = rows[:limit], len(rows) > limit
-        last = page[-1] if page else None
+        changes, more = rows[:limit], len(rows) > limit
+        last = changes[-1] if changes else None
         return PreferenceHistory(
-            history=[PreferenceChangeOut.model_validate(row) for row in page],
+            history=[PreferenceChangeOut.model_validate(row) for row in changes],
             next_cursor=encode_cursor(last.at, last.id) if more and last is not None else None,
         )
 

@@ -7,7 +7,12 @@ millions of one-off jobs do not belong in one. A single interval job per process
 PostgreSQL, so two processes never release the same row) and re-evaluates the policy with the
 state of that moment: consent withdrawn overnight, device pruned, cap reached, user moved time
 zone. Each notification is then queued, deferred again, or ends ``dropped``/``expired`` with
-its reason.
+its reason, and its ``decision`` becomes the one made now.
+
+A send scheduled in the user's local time follows the user: when the zone read from their
+preferences and devices is no longer the one it was resolved in, the same local date and time
+is read in the new zone. Still ahead, it waits for that (reason ``scheduled``); already past,
+it is decided now like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +30,19 @@ from gateway.db import transaction
 from gateway.models import Notification, NotificationStatus
 from gateway.services.acceptance import apply_decision
 from gateway.services.snapshot import UsersSnapshot, snapshot_users, try_lock_users
-from policies import Defer, Drop, DropReason, PolicySettings, Send, decide
+from policies import (
+    Defer,
+    DeferReason,
+    Drop,
+    DropReason,
+    LocalSchedule,
+    PolicySettings,
+    Send,
+    UserFacts,
+    decide_and_explain,
+    follow_user,
+    locate_user,
+)
 from policies.tiers import Tier
 
 log = logging.getLogger(__name__)
@@ -120,8 +137,15 @@ async def release_one(
 ) -> None:
     facts, devices = snapshot.facts(notification.user_id, notification.app)
     tier = Tier(notification.tier)
-    decision = decide(now, tier, notification.expires_at, facts, policy)
-    await apply_decision(session, notification, decision, devices, now=now)
+    decision, explanation = decide_and_explain(
+        now,
+        tier,
+        notification.expires_at,
+        facts,
+        policy,
+        scheduled_at=scheduled_instant(notification, facts, policy),
+    )
+    await apply_decision(session, notification, decision, explanation, devices, now=now)
     match decision:
         case Send():
             snapshot.count_queued(notification.user_id, tier)
@@ -135,6 +159,37 @@ async def release_one(
                 log.info("deferred notification %s expired before release", notification.id)
 
 
+def scheduled_instant(
+    notification: Notification, facts: UserFacts, policy: PolicySettings
+) -> datetime | None:
+    """The instant a notification still waiting for its schedule is due at, for the user as
+    they are now; None when it waits for nothing the caller asked (quiet hours).
+
+    A ``send_at`` is a fixed instant. A ``send_at_local`` read in another zone than the user's
+    current one moves to the same wall time there; the notification's ``send_at`` and
+    ``scheduled_zone`` are updated to say so.
+    """
+    if notification.reason != DeferReason.SCHEDULED or notification.send_at is None:
+        return None
+    wall, zone = notification.scheduled_wall_time, notification.scheduled_zone
+    if wall is None or zone is None:
+        return notification.send_at
+    kept = LocalSchedule(datetime.fromisoformat(wall), zone, notification.send_at)
+    moved = follow_user(kept, locate_user(facts, policy)[0])
+    if moved is not kept:
+        log.info(
+            "notification %s was scheduled for %s in %s; the user is now in %s: due at %s",
+            notification.id,
+            wall,
+            zone,
+            moved.zone,
+            moved.instant.isoformat(),
+        )
+        notification.send_at = moved.instant
+        notification.scheduled_zone = moved.zone
+    return moved.instant
+
+
 HOURS_AHEAD = 24
 
 
@@ -144,11 +199,24 @@ def release_hour_edges(now: datetime) -> list[datetime]:
     return [now] + [top_of_hour + timedelta(hours=h) for h in range(1, HOURS_AHEAD + 1)]
 
 
+@dataclass(frozen=True, slots=True)
+class DeferredHistogram:
+    """Deferred notifications by release hour, ``[overdue, hour 1, ..., hour 24, later]``
+    against :func:`release_hour_edges`, for each reason they wait for (``quiet_hours``,
+    ``scheduled``): the night's releases and the callers' schedules are different loads."""
+
+    by_reason: dict[str, list[int]]
+
+    @property
+    def totals(self) -> list[int]:
+        """Every reason together, hour by hour."""
+        return [sum(counts) for counts in zip(*self.by_reason.values(), strict=True)]
+
+
 async def deferred_release_histogram(
     session: AsyncSession, *, now: datetime, app: str | None = None
-) -> list[int]:
-    """Deferred notifications by release hour, in one indexed scan: ``[overdue, hour 1, ...,
-    hour 24, later]`` against :func:`release_hour_edges`."""
+) -> DeferredHistogram:
+    """Deferred notifications by reason and release hour, in one indexed scan."""
     edges = release_hour_edges(now)
     deliver_at = col(Notification.deliver_at)
     buckets = [sa.func.count(sa.case((deliver_at < now, 1)))]
@@ -157,7 +225,16 @@ async def deferred_release_histogram(
         for start, end in itertools.pairwise(edges)
     ]
     buckets.append(sa.func.count(sa.case((deliver_at >= edges[-1], 1))))
-    query = sa.select(*buckets).where(col(Notification.status) == NotificationStatus.DEFERRED)
+    reason = col(Notification.reason)
+    query = (
+        sa.select(reason, *buckets)
+        .where(col(Notification.status) == NotificationStatus.DEFERRED)
+        .group_by(reason)
+    )
     if app is not None:
         query = query.where(col(Notification.app) == app)
-    return list((await session.execute(query)).one())
+    empty = [0] * len(buckets)
+    by_reason = {str(DeferReason.QUIET_HOURS): empty, str(DeferReason.SCHEDULED): empty}
+    for row in (await session.execute(query)).all():
+        by_reason[row[0] or "none"] = list(row[1:])
+    return DeferredHistogram(by_reason)

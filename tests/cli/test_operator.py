@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner, Result
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from click.testing import Result
 from sqlmodel import select
 
-from gateway.cli import cli
 from gateway.models import Delivery, Notification
+from tests.cli.conftest import Sessions, append_config, invoke
 from tokens import apply_report, register_device
 from tokens.models import Device, TokenEvent
 from tokens.reports import DeliveryReport, Outcome
 
 NOW = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
-Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-def config(tmp_path: Path, database_url: str) -> Path:
-    path = tmp_path / "pushgate.toml"
-    path.write_text(f'[database]\nurl = "{database_url}"\n', encoding="utf-8")
-    return path
-
-
-def append_config(config: Path, text: str) -> None:
-    config.write_text(config.read_text(encoding="utf-8") + text, encoding="utf-8")
-
-
-async def invoke(config: Path, *args: str) -> Result:
-    """Run ``pushgate ARGS --config CONFIG`` off the event loop (the CLI runs its own)."""
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, cli, [*args, "--config", str(config)], catch_exceptions=False
-    )
 
 
 async def add_device(
@@ -175,7 +152,12 @@ async def test_purge_deletes_old_invalid_tokens_and_keeps_audit(
 
 
 async def add_notification(
-    sessions: Sessions, *, status: str, deliver_at: datetime | None, app: str = "shop"
+    sessions: Sessions,
+    *,
+    status: str,
+    deliver_at: datetime | None,
+    app: str = "shop",
+    reason: str | None = None,
 ) -> str:
     async with sessions() as session, session.begin():
         notification = Notification(
@@ -184,7 +166,7 @@ async def add_notification(
             tier="promotional",
             classified_by="tier",
             status=status,
-            reason="quiet_hours" if status == "deferred" else None,
+            reason=reason or ("quiet_hours" if status == "deferred" else None),
             title="Sale",
             sender="marketing",
             deliver_at=deliver_at,
@@ -220,6 +202,7 @@ async def test_notifications_show_prints_the_notification_and_deliveries(
 
     assert result.exit_code == 0, result.output
     assert "marketing" in result.output and "apns-123" in result.output
+    assert "send_at" in result.output and "decided by" in result.output
     document = json.loads(as_json.output)
     assert document["id"] == notification_id
     assert [d["provider_id"] for d in document["deliveries"]] == ["apns-123"]
@@ -233,30 +216,39 @@ async def test_notifications_show_unknown_id_exits_1(config: Path, engine: objec
 
 async def test_deferred_stats_counts_per_release_hour(config: Path, sessions: Sessions) -> None:
     # NOW is 12:30 UTC: hour 0 runs 12:30-13:00, hour 1 13:00-14:00 ...
-    for deliver_at in (
-        NOW - timedelta(minutes=1),  # overdue
-        NOW + timedelta(minutes=10),  # hour 0
-        NOW + timedelta(minutes=40),  # 13:10, hour 1
-        NOW + timedelta(minutes=45),  # 13:15, hour 1
-        NOW + timedelta(hours=30),  # later
+    for deliver_at, reason in (
+        (NOW - timedelta(minutes=1), "quiet_hours"),  # overdue
+        (NOW + timedelta(minutes=10), "quiet_hours"),  # hour 0
+        (NOW + timedelta(minutes=40), "quiet_hours"),  # 13:10, hour 1
+        (NOW + timedelta(minutes=45), "scheduled"),  # 13:15, hour 1
+        (NOW + timedelta(minutes=50), "scheduled"),  # 13:20, hour 1
+        (NOW + timedelta(hours=30), "quiet_hours"),  # later
+        (NOW + timedelta(days=200), "scheduled"),  # later
     ):
-        await add_notification(sessions, status="deferred", deliver_at=deliver_at)
+        await add_notification(sessions, status="deferred", deliver_at=deliver_at, reason=reason)
     await add_notification(sessions, status="queued", deliver_at=NOW + timedelta(minutes=5))
 
     result = await invoke(config, "deferred", "stats", "--now", NOW.isoformat())
 
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in _table_rows(result)}
-    assert rows["overdue (due before now)"] == "1"
-    assert rows["2026-03-01 12:30 - 13:00"] == "1"
-    assert rows["2026-03-01 13:00 - 14:00"] == "2"
-    assert rows["2026-03-02 11:00 - 12:00"] == "0"
-    assert rows["later (from 2026-03-02 12:00)"] == "1"
-    assert rows["total deferred"] == "5"
+    assert "quiet hours" in result.output and "scheduled" in result.output
+    rows = {
+        cells[0]: tuple(cells[1:])
+        for cells in (
+            [cell.strip() for cell in line.split("│")[1:-1]] for line in _table_rows(result)
+        )
+    }
+    # quiet hours, scheduled, total
+    assert rows["overdue (due before now)"] == ("1", "0", "1")
+    assert rows["2026-03-01 12:30 - 13:00"] == ("1", "0", "1")
+    assert rows["2026-03-01 13:00 - 14:00"] == ("1", "2", "3")
+    assert rows["2026-03-02 11:00 - 12:00"] == ("0", "0", "0")
+    assert rows["later (from 2026-03-02 12:00)"] == ("1", "1", "2")
+    assert rows["total deferred"] == ("4", "3", "7")
 
 
 def _table_rows(result: Result) -> list[str]:
-    return [line for line in result.output.splitlines() if line.count("│") == 3]
+    return [line for line in result.output.splitlines() if line.count("│") == 5]
 
 
 async def test_bad_usage_and_config_exit_2(config: Path, tmp_path: Path) -> None:

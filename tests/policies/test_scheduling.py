@@ -17,11 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import (
+    LocalSchedule,
     LocalSendTime,
+    check_schedule,
     first_instant_at,
+    follow_user,
     parse_send_at_local,
     reresolve_send_at_local,
     resolve_send_at_local,
+    schedule_local,
     scheduled_local_datetime,
 )
 from policies.timezones import AVAILABLE_TIMEZONES, load_zone
@@ -460,6 +464,75 @@ def test_reresolve_round_trips_what_acceptance_kept() -> None:
 def test_reresolve_rejects_an_aware_wall_time() -> None:
     with pytest.raises(ValueError, match="naive"):
         reresolve_send_at_local(utc(2026, 6, 15, 9), LONDON)
+
+
+def test_schedule_local_keeps_the_wall_time_the_zone_and_the_instant() -> None:
+    # 12:00Z = 08:00 EDT on 06-15: "07:00" is tomorrow's, "09:00" today's.
+    now = utc(2026, 6, 15, 12)
+    ny = load_zone(NY)
+    assert schedule_local(now, ny, parse_send_at_local("07:00")) == LocalSchedule(
+        wall(2026, 6, 16, 7), NY, utc(2026, 6, 16, 11)
+    )
+    assert schedule_local(now, ny, parse_send_at_local("09:00")) == LocalSchedule(
+        wall(2026, 6, 15, 9), NY, utc(2026, 6, 15, 13)
+    )
+    # A dated wall time already past is resolved all the same; check_schedule refuses it.
+    past = schedule_local(now, ny, parse_send_at_local("2026-06-15T07:00"))
+    assert past.instant == utc(2026, 6, 15, 11)
+    with pytest.raises(ValueError, match="not after now"):
+        check_schedule(now, past.instant, 365)
+
+
+def test_schedule_local_in_a_gap_and_a_fold() -> None:
+    ny = load_zone(NY)
+    # 02:30 on 2026-03-08 does not exist in New York: the clock jumps 02:00 EST -> 03:00 EDT at
+    # 07:00Z, the first valid instant after it.
+    gap = schedule_local(utc(2026, 3, 7, 12), ny, parse_send_at_local("2026-03-08T02:30"))
+    assert (gap.wall, gap.instant) == (wall(2026, 3, 8, 2, 30), utc(2026, 3, 8, 7))
+    # 01:30 on 2026-11-01 happens twice (EDT 05:30Z, then EST 06:30Z): the first.
+    fold = schedule_local(utc(2026, 10, 31, 12), ny, parse_send_at_local("2026-11-01T01:30"))
+    assert (fold.wall, fold.instant) == (wall(2026, 11, 1, 1, 30), utc(2026, 11, 1, 5, 30))
+
+
+def test_follow_user_keeps_the_schedule_in_the_same_zone_and_moves_it_otherwise() -> None:
+    kept = LocalSchedule(wall(2026, 6, 16, 9), NY, utc(2026, 6, 16, 13))
+    assert follow_user(kept, load_zone(NY)) is kept
+    # 09:00 in London (BST) is 08:00Z: five hours earlier than in New York.
+    assert follow_user(kept, load_zone(LONDON)) == LocalSchedule(
+        wall(2026, 6, 16, 9), LONDON, utc(2026, 6, 16, 8)
+    )
+    # In Auckland (NZST, +12) it is the evening before in UTC.
+    assert follow_user(kept, load_zone(AUCKLAND)).instant == utc(2026, 6, 15, 21)
+
+
+def test_an_hh_mm_schedule_keeps_its_later_occurrence_while_the_user_stays() -> None:
+    """St John's fell back across midnight until 2010: on 2009-11-01 at 00:01 NDT (02:31Z) its
+    clock went back to 23:01 NST on 10-31, so 00:00 on 11-01 was shown twice, at 02:30Z and at
+    03:30Z. An "HH:MM" send for 00:00 accepted between the two takes the second, and must keep
+    it at release, where reading the wall time afresh would give the first, already past."""
+    st_johns = load_zone(ST_JOHNS)
+    now = utc(2009, 11, 1, 2, 45)  # 23:15 NST on 10-31, the second time through that hour
+    accepted = schedule_local(now, st_johns, parse_send_at_local("00:00"))
+    assert (accepted.wall, accepted.instant) == (wall(2009, 11, 1), utc(2009, 11, 1, 3, 30))
+    assert follow_user(accepted, st_johns) is accepted
+    assert reresolve_send_at_local(accepted.wall, st_johns) == utc(2009, 11, 1, 2, 30)
+
+
+def test_check_schedule_bounds() -> None:
+    now = utc(2026, 6, 15, 12)
+    check_schedule(now, now + timedelta(minutes=1), 365)
+    check_schedule(now, now + timedelta(days=365), 365)
+    with pytest.raises(ValueError, match="not after now"):
+        check_schedule(now, now, 365)
+    with pytest.raises(ValueError, match="more than 365 days"):
+        check_schedule(now, now + timedelta(days=365, microseconds=1), 365)
+    with pytest.raises(ValueError, match="more than 7 days"):
+        check_schedule(now, now + timedelta(days=8), 7)
+
+
+def test_a_local_schedule_holds_a_naive_wall_time() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        LocalSchedule(utc(2026, 6, 16, 9), NY, utc(2026, 6, 16, 13))
 
 
 # --- properties against the brute force ----------------------------------------------------
