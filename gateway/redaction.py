@@ -22,10 +22,28 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 # C0 and C1 controls (newlines included) and the Unicode line and paragraph separators
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
+# Whatever any of the above could change: a control character, a long run of token
+# characters (the shortest FCM token the patterns cut is 24 long), or the word "bearer". Text
+# without one is left as it is without running each pattern.
+_SUSPECT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|[A-Za-z0-9_:.-]{24}|(?i:bearer)")
+
+STANDARD_RECORD_FIELDS = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
+) | {"message", "asctime", "taskName"}
+"""The attributes every log record has; any other one is a field passed with ``extra=``."""
+
 
 def escape_controls(text: str) -> str:
     """``text`` with every control character written as its escape (``\\n``, ``\\x1b``)."""
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
+def clean(text: str) -> str:
+    """``text`` fit for a log line: tokens and keys cut (:func:`redact`), control characters
+    escaped (:func:`escape_controls`)."""
+    if _SUSPECT.search(text) is None:
+        return text
+    return escape_controls(redact(text))
 
 
 def redact(text: str) -> str:
@@ -36,7 +54,8 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (arguments merged) with :func:`redact`."""
+    """Rewrites each record's message (arguments merged) with :func:`redact`, and every text
+    field passed with ``extra=`` (the JSON format writes those as they are)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -47,6 +66,10 @@ class RedactingFilter(logging.Filter):
             record.msg, record.args = cleaned, None
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        fields = record.__dict__
+        for name, value in fields.items():
+            if isinstance(value, str) and name not in STANDARD_RECORD_FIELDS:
+                fields[name] = clean(value)
         return True
 
 

@@ -27,6 +27,7 @@ from gateway.errors import (
     TierConflict,
     ValidationFailed,
 )
+from gateway.logs import current_request_id
 from gateway.models import (
     Delivery,
     DeliveryStatus,
@@ -67,6 +68,7 @@ class Prepared:
     tier: Tier
     classified_by: str
     expires_at: datetime
+    request_id: str | None = None  # the HTTP request's id, for the log events it causes
 
 
 def prepare_notification(
@@ -104,6 +106,7 @@ def prepare_notification(
         tier=tier,
         classified_by=classification.classified_by,
         expires_at=expires_at,
+        request_id=current_request_id(),
     )
 
 
@@ -257,6 +260,7 @@ async def store_notifications(
             "sound": request.sound,
             "thread_id": request.thread_id,
             "sender": prepared.caller.name,
+            "request_id": prepared.request_id,
             "deliver_at": None,
             "expires_at": prepared.expires_at,
             "counted_at": None,
@@ -282,16 +286,40 @@ async def store_notifications(
     await _insert(session, Notification, rows[inserted:])
     await _insert(session, Delivery, deliveries)  # after the notifications they reference
     for row in rows:
-        log.info(
-            "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
-            row["id"],
-            row["user_id"],
-            row["tier"],
-            row["status"],
-            row["reason"],
-            row["sender"],
-        )
+        log_accepted(row)
     return [NotificationOut.model_validate(row) for row in rows]
+
+
+def log_accepted(row: dict[str, Any]) -> None:
+    """The ``notification.accepted`` event of a stored notification (never its title, body
+    or data). It is logged by the group's writer, so the request id comes with the row."""
+    log.info(
+        "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
+        row["id"],
+        row["user_id"],
+        row["tier"],
+        row["status"],
+        row["reason"],
+        row["sender"],
+        extra={
+            "event": "notification.accepted",
+            "request_id": row["request_id"],
+            "notification_id": row["id"],
+            "user_id": row["user_id"],
+            "app": row["app"],
+            "tier": str(row["tier"]),
+            "category": row["category"],
+            "status": str(row["status"]),
+            "reason": row["reason"],
+            "sender": row["sender"],
+            "deliver_at": _iso(row["deliver_at"]),
+            "expires_at": _iso(row["expires_at"]),
+        },
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 async def _insert(
