@@ -22,10 +22,14 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 # C0 and C1 controls (newlines included) and the Unicode line and paragraph separators
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
-# Whatever any of the above could change: a control character, a long run of token
-# characters (the shortest FCM token the patterns cut is 24 long), or the word "bearer". Text
-# without one is left as it is without running each pattern.
-_SUSPECT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|[A-Za-z0-9_:.-]{24}|(?i:bearer)")
+# What any of the above needs to match at all: a control character, a run of 64 or more token
+# characters (where 64 hex digits or a 100-character token would be), ":APA91", or the word
+# "bearer". Text with none (ids, names, numbers: most of a log line) is left as it is without
+# running every pattern. Runs are tried from their first character only, so this stays linear.
+_SUSPECT = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|(?<![A-Za-z0-9_:.-])[A-Za-z0-9_:.-]{64}|:APA91|(?i:bearer)"
+)
+_SHORTEST_RUN = 64
 
 STANDARD_RECORD_FIELDS = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
@@ -41,9 +45,12 @@ def escape_controls(text: str) -> str:
 def clean(text: str) -> str:
     """``text`` fit for a log line: tokens and keys cut (:func:`redact`), control characters
     escaped (:func:`escape_controls`)."""
-    if _SUSPECT.search(text) is None:
-        return text
-    return escape_controls(redact(text))
+    if len(text) < _SHORTEST_RUN:
+        # too short for the runs the patterns cut; the FCM pattern needs ":APA91" anyway
+        plain = text.isprintable() and ":APA91" not in text and "bearer" not in text.lower()
+    else:
+        plain = _SUSPECT.search(text) is None
+    return text if plain else escape_controls(redact(text))
 
 
 def redact(text: str) -> str:
@@ -61,7 +68,7 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        cleaned = escape_controls(redact(message))
+        cleaned = clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_text:
