@@ -16,7 +16,7 @@ import tomllib
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from gateway.providers.base import AppProfile
 from gateway.providers.registry import PROVIDERS
@@ -50,6 +51,7 @@ from policies.timezones import is_valid_timezone
 from tokens.models import Platform
 
 CONFIG_ENV = "PUSHGATE_CONFIG"
+SANDBOX_ENV = "PUSHGATE_SANDBOX__ENABLED"
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
@@ -324,6 +326,18 @@ class RetentionConfig(_Section):
     invalid_tokens_days: int = Field(default=30, ge=1)
 
 
+class LoggingConfig(_Section):
+    """``[logging]``: how much the gateway says, and in which shape."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -344,6 +358,7 @@ class Settings(BaseSettings):
     delivery: DeliveryConfig = DeliveryConfig()
     tokens: TokensConfig = TokensConfig()
     retention: RetentionConfig = RetentionConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -375,11 +390,14 @@ class Settings(BaseSettings):
                 )
         if not self.sandbox.enabled:
             sections = " or ".join(f"[apps.{name}]" for name in PROVIDERS)
+            from_env = os.environ.get(SANDBOX_ENV)
+            source = f" ({SANDBOX_ENV}={from_env} in the environment)" if from_env else ""
             for app in self.apps:
                 if not app.providers:
                     raise ValueError(
-                        f"apps[{app.id}] has no {sections} section: add credentials "
-                        "or set [sandbox] enabled = true to use the built-in simulators"
+                        f"apps[{app.id}] has no {sections} section and sandbox.enabled is "
+                        f"false{source}: add the app's credentials, or set sandbox.enabled = "
+                        "true to deliver to the built-in simulators"
                     )
         return self
 
@@ -433,13 +451,17 @@ def demo_key_exposed(settings: Settings) -> str | None:
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
         message = item["msg"]
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            # our validators' own words, without pydantic's "Value error, " in front
+            message = str(item["ctx"]["error"])
+        elif item["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against config.example.toml"
         elif item["type"] == "missing":
             message = "required key is missing; see config.example.toml"
-        lines.append(f"  {key}: {message}")
+        # checks across sections have no single location: their message names the keys
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 
@@ -447,8 +469,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the TOML at ``path`` (or ``$PUSHGATE_CONFIG``; built-in defaults when neither is set),
     apply environment overrides, and validate. Raises :class:`ConfigError`.
 
-    Relative file paths inside the file (``key_file``, ``ca_file`` ...) are resolved against the
-    file's folder, so a config works from any working directory.
+    Relative file paths inside the file (``key_file``, ``ca_file`` ..., and the SQLite
+    database's path in ``database.url``) are resolved against the file's folder, so a config
+    works from any working directory. A value from the environment is taken as it is: a
+    relative path there is relative to the working directory, as in any shell command.
     """
     path = path or os.environ.get(CONFIG_ENV) or None
     data: dict[str, Any] = {}
@@ -471,7 +495,24 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+def resolve_sqlite_path(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite database path made absolute against ``base``; any other
+    URL (PostgreSQL, an absolute path, ``:memory:``) unchanged."""
+    if not url.startswith("sqlite"):
+        return url
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str((base / database).resolve())).render_as_string(
+        hide_password=False
+    )
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    database = data.get("database")
+    if isinstance(database, dict) and isinstance(database.get("url"), str):
+        database["url"] = resolve_sqlite_path(database["url"], base)
     apps = data.get("apps")
     for app in apps if isinstance(apps, list) else []:
         for name, provider in PROVIDERS.items():

@@ -1,4 +1,10 @@
-"""Prometheus metrics, one registry per running gateway (so tests can build many apps)."""
+"""Prometheus metrics, one registry per running gateway (so tests can build many apps).
+
+Delivery is counted where it happens: the delivery side's families (deliveries, retries,
+provider answers, latency, in flight, breakers, tokens, queue and deferred gauges) are exposed
+only by a process that delivers. An API-only process builds them unregistered, so its
+``/metrics`` shows no delivery figure at all rather than zeros that look like news.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# Seconds from a request handed to a provider to its answer: APNs and FCM answer in tens of
+# milliseconds; the tail runs to delivery.send_timeout_seconds (10 s by default).
+SEND_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def reason_label(reason: str | None) -> str:
+    """A provider's reason as a label value: its code, without the detail some reasons carry
+    after a colon (``configuration_error: <file error>``), so the label set stays small."""
+    return (reason or "").split(":", 1)[0].strip()[:64]
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, delivers: bool = True) -> None:
         self.registry = CollectorRegistry()
+        delivery = self.registry if delivers else None
         self.http_requests = Counter(
             "pushgate_http_requests",
             "HTTP requests by route, method and status",
@@ -37,37 +55,57 @@ class Metrics:
         self.queue_depth = Gauge(
             "pushgate_queue_depth",
             "Pending deliveries waiting for a worker",
-            registry=self.registry,
+            registry=delivery,
         )
         self.deferred = Gauge(
             "pushgate_deferred_notifications",
             "Deferred notifications by release hour: overdue, 1-24 (hours ahead), later",
             ["release_hour"],
-            registry=self.registry,
+            registry=delivery,
         )
         self.deliveries = Counter(
             "pushgate_deliveries",
             "Delivery attempts by provider and outcome",
             ["provider", "app", "outcome"],
-            registry=self.registry,
+            registry=delivery,
         )
         self.retries = Counter(
             "pushgate_delivery_retries",
             "Delivery attempts scheduled for retry",
             ["provider", "app"],
-            registry=self.registry,
+            registry=delivery,
         )
         self.breaker_open = Gauge(
             "pushgate_breaker_open",
             "1 while the circuit breaker of a provider and app is open",
             ["provider", "app"],
-            registry=self.registry,
+            registry=delivery,
         )
         self.tokens_invalidated = Counter(
             "pushgate_tokens_invalidated",
             "Device tokens invalidated from provider feedback, by reason",
             ["app", "platform", "reason"],
-            registry=self.registry,
+            registry=delivery,
+        )
+
+        self.provider_send_seconds = Histogram(
+            "pushgate_provider_send_duration_seconds",
+            "Seconds from a request handed to the provider to its answer (or transport error)",
+            ["provider", "app"],
+            registry=delivery,
+            buckets=SEND_SECONDS_BUCKETS,
+        )
+        self.provider_in_flight = Gauge(
+            "pushgate_provider_requests_in_flight",
+            "Requests sent to the provider and not yet answered",
+            ["provider", "app"],
+            registry=delivery,
+        )
+        self.provider_responses = Counter(
+            "pushgate_provider_responses",
+            "Provider answers by HTTP status (none: no answer) and reason (empty: accepted)",
+            ["provider", "app", "status", "reason"],
+            registry=delivery,
         )
 
     def exposition(self) -> bytes:

@@ -104,6 +104,8 @@ class Notification(SQLModel, table=True):
     sound: str | None = Field(default=None, max_length=256)
     thread_id: str | None = Field(default=None, max_length=256)
     sender: str = Field(max_length=64)  # the API key name that sent it
+    # the X-Request-Id of the request that created it, so its delivery log events name it
+    request_id: str | None = Field(default=None, max_length=128)
     deliver_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     expires_at: datetime = Field(sa_column=utc_column())
     # when the notification started counting against the user's frequency cap (queued)

@@ -59,6 +59,21 @@ class Role(StrEnum):
         """Runs the delivery worker and the scheduler's jobs."""
         return self in (Role.ALL, Role.WORKER)
 
+    @property
+    def listens(self) -> bool:
+        """Serves HTTP: the API, or (worker only) its health checks and metrics."""
+        return self is not Role.OPERATOR
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What ``/readyz`` answers: the state of each part this process needs (``database``, and
+    in a process that delivers ``delivery_worker`` and ``scheduler``), and why it cannot take
+    work, or None when it can."""
+
+    parts: dict[str, str]
+    reason: str | None = None
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -79,6 +94,24 @@ class Runtime:
     @property
     def metrics(self) -> Metrics:
         return self.context.metrics
+
+    async def readiness(self) -> Readiness:
+        """Whether this process can do its work now: the database answers and can write,
+        and, where this process delivers, its delivery worker and scheduler are running."""
+        reasons: list[str] = []
+        database = await self.services.unready_reason()
+        parts = {"database": "reachable" if database is None else "unreachable"}
+        if database is not None:
+            reasons.append(database)
+        if self.worker is not None:
+            parts["delivery_worker"] = "running" if self.worker.is_running else "stopped"
+            if not self.worker.is_running:
+                reasons.append("the delivery worker is not running")
+        if self.jobs is not None:
+            parts["scheduler"] = "running" if self.jobs.is_running else "stopped"
+            if not self.jobs.is_running:
+                reasons.append("the scheduler is not running")
+        return Readiness(parts, "; ".join(reasons) or None)
 
 
 @asynccontextmanager
@@ -105,7 +138,7 @@ async def build_runtime(
             engine = create_engine(settings.database)
             stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
-        metrics = metrics or Metrics()
+        metrics = metrics or Metrics(delivers=role.delivers)
         policy = settings.policy_settings()
         skip_locked = not settings.database.is_sqlite
 

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 
 from gateway.delivery.worker import DeliveryWorker
 from gateway.services.context import ServiceContext
@@ -47,6 +48,13 @@ class GatewayJobs:
         self.maintenance = maintenance
         self.skip_locked = skip_locked
         self._running: set[asyncio.Task[Any]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the scheduler these jobs were given runs them (readiness asks): not yet
+        scheduled, paused for the shutdown or stopped is not running."""
+        return self._scheduler is not None and self._scheduler.state == STATE_RUNNING
 
     async def release(self) -> int:
         """Release every due deferred notification, a batch per transaction."""
@@ -97,6 +105,7 @@ class GatewayJobs:
         )
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        self._scheduler = scheduler
         delivery = self.context.settings.delivery
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
         scheduler.add_job(

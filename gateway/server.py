@@ -21,10 +21,10 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import redaction
 from gateway.api.app import init_app
 from gateway.config import ALL_SCOPES, Settings, demo_key_exposed
 from gateway.db import create_engine, schema_state, upgrade_database
+from gateway.logs import configure_logging
 from gateway.runtime import Role, build_runtime
 
 log = logging.getLogger(__name__)
@@ -32,26 +32,6 @@ log = logging.getLogger(__name__)
 
 class StartupError(Exception):
     """The gateway cannot start; the message says why and what to do."""
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        redaction.install(handler)
-    # per-request and per-tick chatter: the metrics cover request volume and job runs
-    for noisy in ("aiohttp.access", "apscheduler", "httpx", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("apscheduler.scheduler").addFilter(skip_overlapping_run_warnings)
-
-
-def skip_overlapping_run_warnings(record: logging.LogRecord) -> bool:
-    """Drop APScheduler's "skipped: maximum number of running instances" warning: the release
-    job drains every due batch in one run (``max_instances=1``), so while a large release runs
-    each poll tick is skipped by design, and would otherwise log a warning per tick."""
-    return "maximum number of running instances" not in str(record.msg)
 
 
 @contextlib.contextmanager
@@ -114,7 +94,7 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
-    if role.accepts:
+    if role.listens:
         exposed = demo_key_exposed(settings)
         if exposed is not None:
             raise StartupError(
@@ -145,16 +125,18 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
 
             stack.push_async_callback(stop_worker)
             log.info("delivery worker and scheduler started (%s)", worker.owner)
-        if role.accepts:
+        if role.listens:
             runner = web.AppRunner(init_app(runtime), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, settings.server.host, settings.server.port)
             await site.start()
+            host, port = runner.addresses[0][:2]  # the bound port, also when port = 0
             log.info(
-                "pushgate API listening on http://%s:%d (role %s, database %s)",
-                settings.server.host,
-                settings.server.port,
+                "pushgate %s listening on http://%s:%d (role %s, database %s)",
+                "API" if role.accepts else "worker (/healthz, /readyz, /metrics)",
+                host,
+                port,
                 role,
                 "SQLite" if settings.database.is_sqlite else "PostgreSQL",
             )
@@ -162,9 +144,16 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
         log.info("shutting down")
 
 
-def run(settings: Settings, role: Role) -> int:
-    """Entry point for the CLI; returns the process exit code."""
-    configure_logging()
+def run(settings: Settings, role: Role, *, built_in_defaults: bool = False) -> int:
+    """Entry point for the CLI; returns the process exit code. ``built_in_defaults``: started
+    without a configuration file (``--dev``), which the log says first."""
+    configure_logging(level=settings.logging.level, log_format=settings.logging.format)
+    if built_in_defaults:
+        log.warning(
+            "no configuration file (--dev): running on the built-in defaults: no API keys, "
+            "no apps, SQLite at %s; give --config PATH for anything but a quick look",
+            settings.database.url,
+        )
     try:
         asyncio.run(serve(settings, role))
     except StartupError as exc:

@@ -6,10 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.runtime import Runtime
 from gateway.services import Services
 from gateway.services.access import Caller
 
 SERVICES = web.AppKey("services", Services)
+RUNTIME = web.AppKey("runtime", Runtime)  # the whole running gateway (readiness asks it)
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 CALLER = web.RequestKey("caller", Caller)  # the authenticated key of a request
 

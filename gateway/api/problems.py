@@ -42,7 +42,7 @@ def problem_response(error: GatewayError, *, headers: dict[str, str] | None = No
         headers["Retry-After"] = str(error.retry_after)
     return web.Response(
         status=error.status,
-        text=json.dumps(error.problem()),
+        text=json.dumps(error.problem(), separators=(",", ":")),  # compact, as every answer
         content_type=PROBLEM_JSON,
         headers=headers or None,
     )

@@ -27,7 +27,14 @@ _PREFERENCES = "/v1/users/{user_id}/preferences"
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
-    Route("GET", "/readyz", system.readyz, "Readiness: the database is reachable", public=True),
+    Route(
+        "GET",
+        "/readyz",
+        system.readyz,
+        "Readiness: the database answers and can write (and the delivery worker and the "
+        "scheduler run, where this process delivers)",
+        public=True,
+    ),
     Route(
         "GET",
         "/metrics",
@@ -151,3 +158,7 @@ ROUTES: tuple[Route, ...] = (
         scopes=(Scope.SEND,),
     ),
 )
+
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+WORKER_ROUTES = tuple(route for route in ROUTES if route.path in OPERATIONS_PATHS)
+"""What a worker-only process serves: its health checks and its metrics, nothing else."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.api.keys import OPENAPI, services
+from gateway.api.keys import OPENAPI, RUNTIME, services
 from gateway.api.routing import json_response
 
 
@@ -14,10 +14,10 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reason = await services(request).unready_reason()
-    if reason is None:
-        return json_response({"status": "ready", "database": "reachable"})
-    body = {"status": "not ready", "database": "unreachable", "reason": reason}
+    readiness = await request.app[RUNTIME].readiness()
+    if readiness.reason is None:
+        return json_response({"status": "ready", **readiness.parts})
+    body = {"status": "not ready", **readiness.parts, "reason": readiness.reason}
     return json_response(body, status=503)
 
 

@@ -21,7 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.cli.context import config_option, console, errors, settings_from, with_services
+from gateway.cli.context import (
+    config_option,
+    console,
+    errors,
+    report_error,
+    settings_from,
+    with_services,
+)
 from gateway.cli.explain import decisions_of, explain_notification
 from gateway.config import Settings
 from gateway.models import Delivery, Notification
@@ -81,7 +88,7 @@ def _run(settings: Settings, body: Callable[[Services], Awaitable[T]]) -> T:
     try:
         return asyncio.run(with_services(settings, body))
     except (SQLAlchemyError, OSError) as exc:
-        errors.print(f"[bold red]error:[/] database: {exc}", highlight=False)
+        report_error(f"database: {exc}")
         raise SystemExit(EXIT_FAILED) from None
 
 
@@ -296,10 +303,9 @@ def _finish(
         raise SystemExit(EXIT_INTERRUPTED) from None
     except (SQLAlchemyError, OSError) as exc:
         console.print(_counts_table(title, done))
-        errors.print(
-            f"[bold red]error:[/] database: {exc}\n"
-            f"{sum(done.values()):,} devices were done in committed batches; run it again",
-            highlight=False,
+        report_error(
+            f"database: {exc}\n"
+            f"{sum(done.values()):,} devices were done in committed batches; run it again"
         )
         raise SystemExit(EXIT_FAILED) from None
     console.print(_counts_table(title, result.counts))
@@ -330,7 +336,7 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
 
     found = _run(settings, body)
     if found is None:
-        errors.print(f"[bold red]error:[/] no notification {notification_id}", highlight=False)
+        report_error(f"no notification {notification_id}")
         raise SystemExit(EXIT_FAILED)
     notification, deliveries = found
     if as_json:
@@ -354,6 +360,7 @@ def notifications_show(config_path: Path | None, notification_id: str, as_json: 
         ("body", notification.body),
         ("collapse_key", notification.collapse_key),
         ("sender", notification.sender),
+        ("request_id", notification.request_id),
         ("created_at", _when(notification.created_at)),
         ("deliver_at", _when(notification.deliver_at)),
         ("expires_at", _when(notification.expires_at)),

@@ -6,22 +6,38 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.context import config_option, settings_from
+from gateway.cli.context import config_option, exit_with_error, settings_from
+from gateway.config import CONFIG_ENV
 
 
 @click.command()
 @config_option
 @click.option("--api-only", is_flag=True, help="Serve the HTTP API only; another process delivers.")
 @click.option(
-    "--worker-only", is_flag=True, help="Deliver and run the scheduler only; no HTTP API."
+    "--worker-only",
+    is_flag=True,
+    help="Deliver and run the scheduler only; HTTP serves /healthz, /readyz and /metrics.",
 )
-def serve(config_path: Path | None, api_only: bool, worker_only: bool) -> None:
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Start without a configuration file, on the built-in defaults (no API keys, no apps).",
+)
+def serve(config_path: Path | None, api_only: bool, worker_only: bool, dev: bool) -> None:
     """Run the gateway (HTTP API, delivery worker and scheduler)."""
     if api_only and worker_only:
         raise click.UsageError("--api-only and --worker-only exclude each other; give at most one")
+    if config_path is None and not dev:
+        # Started without one, the gateway would run with no API keys and no apps: up, and
+        # refusing every request with 401. Say so before anything starts.
+        exit_with_error(
+            f"no configuration file: give --config PATH or set {CONFIG_ENV} "
+            "(config.example.toml runs as it is). To start on the built-in defaults anyway "
+            "(no API keys, so every request is refused; no apps), give --dev"
+        )
     settings = settings_from(config_path)
     from gateway.runtime import Role  # noqa: PLC0415  (keeps `pushgate --help` fast)
     from gateway.server import run  # noqa: PLC0415
 
     role = Role.API if api_only else Role.WORKER if worker_only else Role.ALL
-    raise SystemExit(run(settings, role))
+    raise SystemExit(run(settings, role, built_in_defaults=config_path is None))

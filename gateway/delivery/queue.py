@@ -55,6 +55,7 @@ class QueuedNotification:
     sound: str | None
     thread_id: str | None
     collapse_key: str | None
+    request_id: str | None
 
     @classmethod
     def columns(cls) -> list[Mapped[Any]]:
@@ -112,6 +113,8 @@ class Result:
     """Whether a provider was asked (the mass-invalidation guard counts only real sends)."""
     provider: str = ""
     """The provider's name, for the audit trail of a token it declared dead."""
+    latency: float | None = None
+    """Seconds the provider took to answer (None when it was not asked)."""
 
 
 @dataclass(frozen=True, slots=True)

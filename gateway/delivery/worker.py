@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from gateway.delivery.queue import (
     Settled,
 )
 from gateway.delivery.recorder import ResultRecorder
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, reason_label
 from gateway.models import DeliveryEnd, DeliveryStatus
 from gateway.providers.base import Provider, PushMessage
 from gateway.providers.registry import provider_for
@@ -146,6 +147,53 @@ def push_message(notification: QueuedNotification, device: Device) -> PushMessag
     )
 
 
+def log_delivery_outcome(written: Result) -> None:
+    """The ``delivery.outcome`` event of one recorded result: how the attempt ended (or why
+    none was made), with the provider's own id and words. Never the token (its last 6
+    characters only), the title or the body."""
+    item, report, settled = written.item, written.report, written.settled
+    notification, device = item.notification, item.device
+    provider = written.provider or provider_for(device.platform).name
+    latency_ms = round(written.latency * 1000, 3) if written.latency is not None else None
+    reason = settled.error if settled.status != DeliveryStatus.SENT else None
+    log.info(
+        "delivery %s of notification %s to device %s: %s via %s (provider status %s, "
+        "reason %s, id %s), attempt %d, %s ms",
+        item.delivery_id,
+        notification.id,
+        device.id,
+        settled.status,
+        provider,
+        report.status,
+        reason,
+        report.provider_id,
+        settled.attempts,
+        latency_ms,
+        extra={
+            "event": "delivery.outcome",
+            "request_id": notification.request_id,
+            "notification_id": notification.id,
+            "delivery_id": item.delivery_id,
+            "device_id": device.id,
+            "token": f"…{device.token[-6:]}",
+            "app": item.app,
+            "platform": device.platform,
+            "provider": provider,
+            "sent": written.sent,
+            "status": str(settled.status),
+            "outcome": str(report.outcome) if written.sent else None,
+            "provider_status": report.status,
+            "reason": reason,
+            "provider_id": report.provider_id,
+            "attempt": settled.attempts,
+            "latency_ms": latency_ms,
+            "next_attempt_at": (
+                settled.next_attempt_at.isoformat() if settled.next_attempt_at is not None else None
+            ),
+        },
+    )
+
+
 class DeliveryWorker:
     """Runs delivery rounds until stopped; :meth:`wake` starts a round at once (the immediate
     path for notifications queued by the API in this process)."""
@@ -172,6 +220,7 @@ class DeliveryWorker:
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._running = False
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._unrecorded: dict[tuple[str, str], asyncio.Semaphore] = {}
         # deliveries of this worker's rounds in flight: never claimed again while they are out,
@@ -182,6 +231,11 @@ class DeliveryWorker:
     @property
     def owner(self) -> str:
         return self.queue.owner
+
+    @property
+    def is_running(self) -> bool:
+        """Whether :meth:`run` is delivering (readiness asks)."""
+        return self._running
 
     # -- running -------------------------------------------------------------------------------
 
@@ -195,18 +249,22 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Deliver until :meth:`stop`; a failing round is logged and retried, never fatal."""
         log.info("delivery worker %s started", self.owner)
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                await self.drain()
-            except Exception as error:
-                reason = storage_unavailable(error)
-                if reason is None:
-                    log.exception("delivery round failed; retrying after the poll interval")
-                else:  # an outage is not a bug: say what, not where
-                    log.warning("delivery paused: %s; retrying after the poll interval", reason)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
+        self._running = True
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self.drain()
+                except Exception as error:
+                    reason = storage_unavailable(error)
+                    if reason is None:
+                        log.exception("delivery round failed; retrying after the poll interval")
+                    else:  # an outage is not a bug: say what, not where
+                        log.warning("delivery paused: %s; retrying after the poll interval", reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
+        finally:
+            self._running = False
         await self.recorder.close()
         log.info("delivery worker %s stopped", self.owner)
 
@@ -332,6 +390,8 @@ class DeliveryWorker:
         provider = self.providers(app, Platform(platform))
         limit = self._limit(app, platform)
         unrecorded = self._unrecorded_limit(app, platform)
+        in_flight = self.metrics.provider_in_flight.labels(provider_name, app)
+        send_seconds = self.metrics.provider_send_seconds.labels(provider_name, app)
 
         held: list[ClaimedDelivery] = []
         held_until: list[datetime] = []
@@ -347,10 +407,21 @@ class DeliveryWorker:
                         held.append(item)
                         held_until.append(breaker.open_until)
                         return
-                    (report,) = await self._send(provider, [item])
+                    started = time.perf_counter()
+                    with in_flight.track_inprogress():
+                        (report,) = await self._send(provider, [item])
+                    latency = time.perf_counter() - started
+                send_seconds.observe(latency)
+                self.metrics.provider_responses.labels(
+                    provider_name,
+                    app,
+                    str(report.status) if report.status is not None else "none",
+                    reason_label(report.reason),
+                ).inc()
                 # recorded the moment it arrives: after this commit a crash never sends it again
                 settled = self.settle(item, report, self.clock())
-                await self._record(Result(item, report, settled, provider=provider_name), result)
+                written = Result(item, report, settled, provider=provider_name, latency=latency)
+                await self._record(written, result)
 
         await asyncio.gather(*(send_one(item) for item in items))
         now = self.clock()
@@ -361,10 +432,12 @@ class DeliveryWorker:
         self.metrics.breaker_open.labels(provider_name, app).set(int(breaker.is_open(now)))
 
     def _count(self, recorded: Recorded) -> None:
-        """Metrics and breakers, from what a commit wrote: only results this worker recorded
-        count (a late one after a lost lease is not news), and only real sends."""
+        """Metrics, breakers and the delivery log events, from what a commit wrote: only
+        results this worker recorded count (a late one after a lost lease is not news), and
+        only real sends move the metrics and breakers."""
         now = self.clock()
         for written in recorded.results:
+            log_delivery_outcome(written)
             if not written.sent:
                 continue
             outcome = written.report.outcome

@@ -308,7 +308,8 @@ class FcmProvider(PushProvider):
     def classify(cls, result: messaging.SendResponse) -> DeliveryReport:
         """Turn one ``send_each_async`` result into a report through :attr:`OUTCOMES`."""
         if result.success:
-            return DeliveryReport(Outcome.SENT, provider_id=result.message_id)
+            # firebase-admin keeps the HTTP answer of a success to itself; it was a 200
+            return DeliveryReport(Outcome.SENT, provider_id=result.message_id, status=200)
         error = result.exception
         http_response: httpx.Response | None = getattr(error, "http_response", None)
         if http_response is None:

@@ -30,6 +30,7 @@ from gateway.errors import (
     TierConflict,
     ValidationFailed,
 )
+from gateway.logs import current_request_id
 from gateway.models import (
     Delivery,
     DeliveryStatus,
@@ -87,6 +88,7 @@ class Prepared:
     """The instant a ``send_at`` still ahead schedules it for."""
     local: LocalSendTime | None = None
     """A ``send_at_local``, resolved when it is stored."""
+    request_id: str | None = None  # the HTTP request's id, for the log events it causes
 
 
 def prepare_notification(
@@ -134,6 +136,7 @@ def prepare_notification(
         expires_at=expires_at,
         send_at=send_at,
         local=local,
+        request_id=current_request_id(),
     )
 
 
@@ -395,6 +398,7 @@ async def store_notifications(
             "sound": request.sound,
             "thread_id": request.thread_id,
             "sender": prepared.caller.name,
+            "request_id": prepared.request_id,
             "deliver_at": None,
             "expires_at": expires_at,
             "counted_at": None,
@@ -426,16 +430,40 @@ async def store_notifications(
     await _insert(session, Notification, rows[inserted:])
     await _insert(session, Delivery, deliveries)  # after the notifications they reference
     for row in rows:
-        log.info(
-            "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
-            row["id"],
-            row["user_id"],
-            row["tier"],
-            row["status"],
-            row["reason"],
-            row["sender"],
-        )
+        log_accepted(row)
     return results
+
+
+def log_accepted(row: dict[str, Any]) -> None:
+    """The ``notification.accepted`` event of a stored notification (never its title, body
+    or data). It is logged by the group's writer, so the request id comes with the row."""
+    log.info(
+        "accepted notification %s user=%s tier=%s status=%s reason=%s sender=%s",
+        row["id"],
+        row["user_id"],
+        row["tier"],
+        row["status"],
+        row["reason"],
+        row["sender"],
+        extra={
+            "event": "notification.accepted",
+            "request_id": row["request_id"],
+            "notification_id": row["id"],
+            "user_id": row["user_id"],
+            "app": row["app"],
+            "tier": str(row["tier"]),
+            "category": row["category"],
+            "status": str(row["status"]),
+            "reason": row["reason"],
+            "sender": row["sender"],
+            "deliver_at": _iso(row["deliver_at"]),
+            "expires_at": _iso(row["expires_at"]),
+        },
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 async def _insert(

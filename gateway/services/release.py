@@ -31,10 +31,10 @@ from gateway.models import Notification, NotificationStatus
 from gateway.services.acceptance import apply_decision
 from gateway.services.snapshot import UsersSnapshot, snapshot_users, try_lock_users
 from policies import (
+    Decision,
     Defer,
     DeferReason,
     Drop,
-    DropReason,
     LocalSchedule,
     PolicySettings,
     Send,
@@ -57,6 +57,8 @@ class ReleaseResult:
     failed: list[str] = field(default_factory=list)  # errors: left deferred, retried later
     deferred_again: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    decided: list[tuple[Notification, Decision]] = field(default_factory=list)
+    """Each released notification and its decision, logged once the batch is committed."""
 
     @property
     def released(self) -> int:
@@ -115,6 +117,10 @@ async def release_due_notifications(
                     .execution_options(synchronize_session=False)
                 )
                 result.failed.append(notification.id)
+    failed = set(result.failed)  # rolled back: left deferred, and said so above
+    for notification, decision in result.decided:
+        if notification.id not in failed:
+            log_release_decision(notification, decision)
     if result.released:
         log.info(
             "released %d deferred notifications: %d queued, %d deferred again, dropped %s",
@@ -146,6 +152,7 @@ async def release_one(
         scheduled_at=scheduled_instant(notification, facts, policy),
     )
     await apply_decision(session, notification, decision, explanation, devices, now=now)
+    result.decided.append((notification, decision))
     match decision:
         case Send():
             snapshot.count_queued(notification.user_id, tier)
@@ -155,8 +162,32 @@ async def release_one(
         case Drop(reason=reason):
             key = str(reason)
             result.dropped[key] = result.dropped.get(key, 0) + 1
-            if reason == DropReason.EXPIRED:
-                log.info("deferred notification %s expired before release", notification.id)
+
+
+def log_release_decision(notification: Notification, decision: Decision) -> None:
+    """The ``notification.released`` event: what the policy decided for a deferred
+    notification when it came due (sent now, deferred again, or dropped, with why)."""
+    verdict = type(decision).__name__.lower()  # send, defer or drop
+    deliver_at = notification.deliver_at if isinstance(decision, Defer) else None
+    log.info(
+        "released notification %s: %s (status %s, reason %s)",
+        notification.id,
+        verdict,
+        notification.status,
+        notification.reason,
+        extra={
+            "event": "notification.released",
+            "request_id": notification.request_id,
+            "notification_id": notification.id,
+            "user_id": notification.user_id,
+            "app": notification.app,
+            "tier": notification.tier,
+            "decision": verdict,
+            "status": str(notification.status),
+            "reason": notification.reason,
+            "deliver_at": deliver_at.isoformat() if deliver_at is not None else None,
+        },
+    )
 
 
 def scheduled_instant(

@@ -33,6 +33,7 @@ from tokens.models import Device
 APP_ID = "shop"
 TOPIC = "com.example.shop"
 STARTED_LINE = "delivery worker and scheduler started"
+LISTENING_LINE = "listening on http://"
 FINAL_NOTIFICATION_STATUSES = frozenset(NotificationStatus) - {
     NotificationStatus.QUEUED,
     NotificationStatus.DEFERRED,
@@ -66,9 +67,14 @@ def write_config(
     database_url: str,
     apns: dict[str, Any],
     delivery: dict[str, object],
+    extra: str = "",
 ) -> Path:
-    """A worker configuration: one app delivering to ``apns``, no sandbox, ``delivery`` knobs."""
+    """A worker configuration: one app delivering to ``apns``, no sandbox, ``delivery`` knobs,
+    and ``extra`` TOML appended as it is (more sections, ``[[api_keys]]``)."""
     lines = [
+        "[server]",
+        "port = 0  # every process serves HTTP (a worker its health and metrics): any free port",
+        "",
         "[database]",
         f"url = {toml_value(database_url)}",
         "",
@@ -85,7 +91,7 @@ def write_config(
     ]
     for key, value in apns.items():
         lines.append(f"{key} = {toml_value(value)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n\n" + extra, encoding="utf-8")
     return path
 
 
@@ -109,7 +115,8 @@ class GatewayProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     async def start(self, *, within_seconds: float = 30.0) -> None:
-        """Start the process and return once its worker runs (its log says so)."""
+        """Start the process and return once its worker runs and it listens (its log says
+        both)."""
         assert self.process is None, "already started"
         self._log = self.log_path.open("ab")
         self._log_start = self._log.tell()
@@ -138,7 +145,15 @@ class GatewayProcess:
             raise AssertionError(
                 f"pushgate exited with {self.process.returncode}:\n{self.log_text()}"
             )
-        return STARTED_LINE.encode() in self.log_path.read_bytes()[self._log_start :]
+        output = self.log_path.read_bytes()[self._log_start :]
+        return STARTED_LINE.encode() in output and LISTENING_LINE.encode() in output
+
+    def http_url(self) -> str:
+        """Where this run listens (``[server] port = 0`` picks a free port; the log says it)."""
+        text = self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
+        found = re.search(re.escape(LISTENING_LINE) + r"(\S+)", text)
+        assert found is not None, "the process has not said where it listens"
+        return "http://" + found.group(1)
 
     def worker_owner(self) -> str:
         """The lease owner this run's delivery worker writes into the database."""

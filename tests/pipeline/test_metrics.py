@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.metrics import reason_label
 from gateway.simulators.apns import ApnsReply
 from gateway.simulators.fcm import Fault
 from tests.pipeline.conftest import APP, TOKYO, Pipeline, StartPipeline
@@ -73,3 +74,42 @@ async def test_metrics_after_traffic(start_pipeline: StartPipeline) -> None:
     await pipeline.deliver()
     text = await pipeline.metrics_text()
     assert value(text, "pushgate_breaker_open", provider="fcm", app=APP) == 1
+
+
+async def test_provider_metrics_per_provider_and_app(pipeline: Pipeline) -> None:
+    """Sygnal's set: a send-latency histogram, requests in flight, and a counter of the
+    provider's status codes and reasons, each per provider and app."""
+    await pipeline.register("ok-user")
+    await pipeline.register("ok-user", platform="android")
+    dead = await pipeline.register("dead-user")
+    pipeline.apns.script(ApnsReply(410, "Unregistered"), token=dead["token"])
+    pipeline.fcm.inject(Fault(error="UNAVAILABLE"), count=1)
+    await pipeline.send(user_id="ok-user", tier="transactional")
+    await pipeline.send(user_id="dead-user", tier="transactional")
+    await pipeline.deliver()
+
+    text = await pipeline.metrics_text()
+    answers = "pushgate_provider_responses_total"
+    apns, fcm = {"provider": "apns", "app": APP}, {"provider": "fcm", "app": APP}
+    assert value(text, answers, **apns, status="200", reason="") == 1
+    assert value(text, answers, **apns, status="410", reason="Unregistered") == 1
+    assert value(text, answers, **fcm, status="503", reason="UNAVAILABLE") == 1
+    assert value(text, "pushgate_provider_send_duration_seconds_count", **apns) == 2
+    assert value(text, "pushgate_provider_send_duration_seconds_count", **fcm) == 1
+    assert (value(text, "pushgate_provider_send_duration_seconds_sum", **apns) or 0) > 0
+    assert value(text, "pushgate_provider_requests_in_flight", **apns) == 0
+    assert value(text, "pushgate_provider_requests_in_flight", **fcm) == 0
+
+    # the next FCM attempt succeeds: its answer is counted as a 200 too
+    await pipeline.advance_to_next_attempt()
+    await pipeline.deliver()
+    text = await pipeline.metrics_text()
+    assert value(text, answers, **fcm, status="200", reason="") == 1
+
+
+def test_a_reason_label_is_the_code_without_its_detail() -> None:
+    assert reason_label("configuration_error: [Errno 2] No such file: 'key.p8'") == (
+        "configuration_error"
+    )
+    assert reason_label("BadDeviceToken") == "BadDeviceToken"
+    assert reason_label(None) == ""
