@@ -116,7 +116,7 @@ class PreferenceService:
             .limit(limit + 1)
         )
         if cursor is not None:
-            at, change_id = decode_cursor(cursor)
+            at, change_id = decode_cursor(cursor, id_type=int)
             query = query.where(
                 sa.or_(
                     col(PreferenceChange.at) < at,
