@@ -11,15 +11,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from gateway.api.json_body import decode_json
 from gateway.api.keys import caller
 from gateway.config import Scope
-from gateway.errors import FieldError, InvalidJson, ValidationFailed
+from gateway.errors import BadRequest, FieldError, UnsupportedEncoding, ValidationFailed
+from gateway.schemas import path_parameters_model
 from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
 from gateway.services.intake import Answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+BODY_ENCODINGS = ("identity", "gzip", "deflate")
+"""The ``Content-Encoding`` values a body may arrive in (aiohttp decodes gzip and deflate)."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,30 @@ class Route:
     """Query parameters the endpoint reads, each with its JSON schema."""
     scopes: tuple[Scope, ...] = ()
     """A key needs one of these; empty: any valid key (or none, when ``public``)."""
+    path_model: type[BaseModel] | None = field(init=False, repr=False, compare=False)
+    """The ``{placeholders}`` of ``path``, typed by :data:`gateway.schemas.PATH_PARAMETERS`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_model", path_parameters_model(self.path))
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; 400 ``invalid_json`` when it is not JSON."""
-    raw = await request.read()
+    """The request body as JSON: 415 ``unsupported_encoding`` for a ``Content-Encoding`` other
+    than :data:`BODY_ENCODINGS`, 400 when it does not decode as its encoding says or is not
+    JSON, 422 for a value no field can take (see :mod:`gateway.api.json_body`)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in BODY_ENCODINGS:
+        raise UnsupportedEncoding(
+            f"a body is accepted uncompressed or as {' or '.join(BODY_ENCODINGS[1:])}, "
+            "not in any other Content-Encoding"
+        )
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+        raw = await request.read()
+    except web.RequestPayloadError:
+        raise BadRequest(
+            f"the request body could not be read: it is not valid {encoding}, or it was cut short"
+        ) from None
+    return decode_json(raw)
 
 
 def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
