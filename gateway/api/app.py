@@ -1,5 +1,5 @@
-"""The aiohttp application: the route table, the middlewares (metrics → problem+json → auth),
-and the services of a running gateway.
+"""The aiohttp application: the route table, the middlewares (metrics → problem+json → auth →
+inputs), and the services of a running gateway.
 
 :func:`init_app` serves a runtime someone else built and owns (``pushgate serve``, the
 pipeline tests); :func:`create_app` builds its own for the application's lifetime (the API
@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.auth import KeyRing, auth_middleware
+from gateway.api.inputs import input_middleware
 from gateway.api.keys import OPENAPI, SERVICES
 from gateway.api.openapi import build_openapi
 from gateway.api.problems import problem_middleware
@@ -30,6 +31,7 @@ def _application(settings: Settings, metrics: Metrics) -> web.Application:
             metrics.middleware(),
             problem_middleware,
             auth_middleware(KeyRing.from_settings(settings), ROUTES),
+            input_middleware(ROUTES),
         ],
     )
     app[OPENAPI] = build_openapi(ROUTES)
