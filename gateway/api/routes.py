@@ -20,6 +20,7 @@ from gateway.schemas import (
     PreferenceHistory,
     PreferencesOut,
     PreferencesUpdate,
+    Problem,
 )
 
 _PREFERENCES = "/v1/users/{user_id}/preferences"
@@ -30,7 +31,14 @@ PAGE: dict[str, dict[str, Any]] = {
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", system.healthz, "Liveness: the process answers", public=True),
-    Route("GET", "/readyz", system.readyz, "Readiness: the database is reachable", public=True),
+    Route(
+        "GET",
+        "/readyz",
+        system.readyz,
+        "Readiness: the database is reachable (503 when it is not)",
+        responses={200: None, 503: None},
+        public=True,
+    ),
     Route(
         "GET",
         "/metrics",
@@ -141,7 +149,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/notifications/{notification_id}",
         notifications.cancel_notification,
         "Cancel a deferred or queued notification",
-        responses={200: NotificationOut},
+        responses={200: NotificationOut, 409: Problem},
         scopes=(Scope.SEND,),
     ),
 )
