@@ -161,14 +161,14 @@ def json_depth_at_most(limit: int) -> AfterValidator:
     def check(value: Any) -> Any:
         level: list[Any] = [value]
         for _ in range(limit):
-            level = [
-                child
-                for item in level
-                for child in (item.values() if isinstance(item, dict) else item)
-                if isinstance(child, dict | list)
-            ]
-            if not level:
+            deeper: list[Any] = []
+            for item in level:
+                for child in item.values() if isinstance(item, dict) else item:
+                    if isinstance(child, (dict, list)):
+                        deeper.append(child)
+            if not deeper:
                 return value
+            level = deeper
         raise PydanticCustomError(
             "invalid_request", f"JSON here may nest at most {limit} levels deep"
         )
