@@ -36,8 +36,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway.api.problems import problem_response
-from gateway.api.routing import BODY_ENCODINGS
-from gateway.errors import BadRequest, GatewayError, UnsupportedEncoding
+from gateway.api.routing import unsupported_encoding
+from gateway.errors import BadRequest, GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,7 @@ class ProblemRequestHandler(RequestHandler):
     def error_for(self, status: int, exc: BaseException | None) -> GatewayError:
         """The problem to answer for aiohttp's ``status`` and the exception behind it."""
         if isinstance(exc, ContentEncodingError):
-            return UnsupportedEncoding(
-                f"a body is accepted uncompressed or as {' or '.join(BODY_ENCODINGS[1:])}, "
-                "not in any other Content-Encoding"
-            )
+            return unsupported_encoding()
         if isinstance(exc, LineTooLong):
             return BadRequest(
                 f"the request line or a header is longer than {self.max_field_size} bytes",

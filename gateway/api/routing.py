@@ -26,6 +26,14 @@ BODY_ENCODINGS = ("identity", "gzip", "deflate")
 """The ``Content-Encoding`` values a body may arrive in (aiohttp decodes gzip and deflate)."""
 
 
+def unsupported_encoding() -> UnsupportedEncoding:
+    """The 415 for a body in any other ``Content-Encoding``."""
+    return UnsupportedEncoding(
+        f"a body is accepted uncompressed or as {' or '.join(BODY_ENCODINGS[1:])}, "
+        "not in any other Content-Encoding"
+    )
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint: the router and the OpenAPI document are both built from these."""
@@ -56,16 +64,12 @@ async def read_json(request: web.Request) -> Any:
     JSON, 422 for a value no field can take (see :mod:`gateway.api.json_body`)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
     if encoding not in BODY_ENCODINGS:
-        raise UnsupportedEncoding(
-            f"a body is accepted uncompressed or as {' or '.join(BODY_ENCODINGS[1:])}, "
-            "not in any other Content-Encoding"
-        )
+        raise unsupported_encoding()
     try:
         raw = await request.read()
     except web.RequestPayloadError:
-        raise BadRequest(
-            f"the request body could not be read: it is not valid {encoding}, or it was cut short"
-        ) from None
+        broken = "" if encoding == "identity" else f"it is not valid {encoding}, or "
+        raise BadRequest(f"the request body could not be read: {broken}it was cut short") from None
     return decode_json(raw)
 
 
