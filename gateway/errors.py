@@ -11,6 +11,8 @@ GatewayError (status, code)
  │    ├── InvalidToken     422 invalid_token
  │    └── UnknownApp       422 unknown_app
  ├── InvalidJson           400 invalid_json
+ ├── BadRequest            400 bad_request | line_too_long | unknown_method
+ ├── UnsupportedEncoding   415 unsupported_encoding
  ├── TierConflict          422 tier_conflict
  ├── PayloadTooLarge       413 payload_too_large
  ├── Unauthorized          401 unauthorized
@@ -85,6 +87,25 @@ class InvalidJson(GatewayError):
     status = 400
     code = "invalid_json"
     title = "Malformed JSON"
+
+
+class BadRequest(GatewayError):
+    """Not a well-formed HTTP request, or a body that does not decode as its
+    ``Content-Encoding`` says."""
+
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, code: str = "bad_request") -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class UnsupportedEncoding(GatewayError):
+    status = 415
+    code = "unsupported_encoding"
+    title = "Unsupported Content-Encoding"
 
 
 class TierConflict(GatewayError):

@@ -10,18 +10,23 @@ and :func:`validation_error` turns them into the matching :mod:`gateway.errors` 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
     StringConstraints,
-    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
+    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -37,7 +42,23 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_TTL_SECONDS = 28 * 86_400  # FCM's maximum; APNs stores for about 30 days
 MAX_TOKEN_LENGTH = 4096
-_LOCALE = re.compile(r"[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
+MAX_USER_ID_LENGTH = 128
+MAX_RESOURCE_ID_LENGTH = 36  # the gateway's ids are UUIDs: anything longer was never issued
+MAX_JSON_DEPTH = 32
+"""How deeply free-form JSON (a notification's ``data``) may nest: more than any payload needs,
+and far below the recursion limits of the encoders and databases it passes through."""
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+"""The instants a request may name. Every one of them is representable in UTC, so nothing
+downstream (a comparison, an expiry, a database column) overflows on it."""
+
+_LOCALE_PATTERN = r"[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*"
+_LOCALE = re.compile(_LOCALE_PATTERN)
+# an id: no whitespace and no control character (C0, DEL, C1); a lone surrogate never gets this
+# far, pydantic refuses it as "not a valid string"
+_ID_CHARACTERS = r"[^\s\x00-\x1f\x7f-\x9f]+"
+_ID = re.compile(_ID_CHARACTERS)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _timezone(value: str) -> str:
@@ -49,6 +70,8 @@ def _timezone(value: str) -> str:
 
 def _hhmm(value: str) -> str:
     try:
+        if not value.isascii():  # a regex's \d also takes other scripts' digits
+            raise ValueError(f"expected a 24-hour time as 'HH:MM' (00:00-23:59), got {value!r}")
         parse_hhmm(value)
     except ValueError as exc:
         raise PydanticCustomError("invalid_request", str(exc)) from None
@@ -69,6 +92,99 @@ def _locale(value: str) -> str:
     return value
 
 
+def _id_rule(what: str, max_length: int) -> str:
+    return f"{what} is 1-{max_length} characters with no whitespace or control character"
+
+
+def _id_schema(what: str, max_length: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_length,
+            "pattern": f"^{_ID_CHARACTERS}$",
+            "description": _id_rule(what, max_length),
+        }
+    )
+
+
+def _user_id(value: str) -> str:
+    if len(value) > MAX_USER_ID_LENGTH or not _ID.fullmatch(value):
+        raise PydanticCustomError("invalid_request", _id_rule("a user id", MAX_USER_ID_LENGTH))
+    return value
+
+
+def is_resource_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an id the gateway issues (see :data:`ResourceId`)."""
+    return len(value) <= MAX_RESOURCE_ID_LENGTH and _ID.fullmatch(value) is not None
+
+
+def _resource_id(value: str) -> str:
+    if not is_resource_id(value):
+        raise PydanticCustomError("invalid_request", _id_rule("an id", MAX_RESOURCE_ID_LENGTH))
+    return value
+
+
+def representable_instant(value: datetime) -> datetime:
+    """``value`` in UTC; ``ValueError`` unless it is aware and between :data:`EARLIEST_INSTANT`
+    and :data:`LATEST_INSTANT` (``0001-01-01T00:00:00+14:00`` is not even representable in
+    UTC: converting it overflows)."""
+    if value.tzinfo is None:
+        raise ValueError("a timestamp needs an offset, such as Z or +01:00")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_INSTANT <= utc <= LATEST_INSTANT:
+        raise ValueError(
+            f"a timestamp must lie between {EARLIEST_INSTANT.year} and {LATEST_INSTANT.year} "
+            "once converted to UTC"
+        )
+    return utc
+
+
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would also take a number (seconds since 1970) or a string of digits as a
+    # datetime: a caller sending either meant something else
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "invalid_request",
+            "expected an RFC 3339 timestamp with an offset, such as 2030-01-01T09:00:00+01:00",
+        )
+    return value
+
+
+def _instant(value: datetime) -> datetime:
+    try:
+        return representable_instant(value)
+    except ValueError as exc:
+        raise PydanticCustomError("invalid_request", str(exc)) from None
+
+
+def json_depth_at_most(limit: int) -> AfterValidator:
+    """A validator refusing JSON (decoded) that nests deeper than ``limit`` levels; ``{}`` is
+    one level. It walks the containers, never the strings, so it costs little."""
+
+    def check(value: Any) -> Any:
+        level: list[Any] = [value]
+        for _ in range(limit):
+            deeper: list[Any] = []
+            for item in level:
+                for child in item.values() if isinstance(item, dict) else item:
+                    if isinstance(child, (dict, list)):
+                        deeper.append(child)
+            if not deeper:
+                return value
+            level = deeper
+        raise PydanticCustomError(
+            "invalid_request", f"JSON here may nest at most {limit} levels deep"
+        )
+
+    return AfterValidator(check)
+
+
 def check_device_token(platform: Platform, token: str) -> str:
     """Raise ``invalid_token`` unless ``token`` looks like a token of ``platform``'s provider."""
     try:
@@ -79,10 +195,46 @@ def check_device_token(platform: Platform, token: str) -> str:
 
 
 TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
+UserId = Annotated[StrictStr, AfterValidator(_user_id), _id_schema("a user id", MAX_USER_ID_LENGTH)]
+ResourceId = Annotated[
+    StrictStr, AfterValidator(_resource_id), _id_schema("an id", MAX_RESOURCE_ID_LENGTH)
+]
+"""The id of a device or a notification, as a path names it: the wrong shape is a 422, a
+well-formed id that names nothing a 404."""
 AppId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-HHMM = Annotated[str, AfterValidator(_hhmm)]
+HHMM = Annotated[
+    str,
+    AfterValidator(_hhmm),
+    WithJsonSchema({"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}),
+]
 LocalWallTime = Annotated[str, AfterValidator(_send_at_local)]
+Locale = Annotated[
+    str,
+    StringConstraints(max_length=35),
+    AfterValidator(_locale),
+    WithJsonSchema({"type": "string", "maxLength": 35, "pattern": f"^{_LOCALE_PATTERN}$"}),
+]
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp_text),
+    AfterValidator(_instant),
+    Field(
+        description=f"RFC 3339 with an offset; from {EARLIEST_INSTANT.year} to "
+        f"{LATEST_INSTANT.year} once converted to UTC"
+    ),
+]
+"""A point in time a request names: an RFC 3339 string with an offset, converted to UTC, within
+[:data:`EARLIEST_INSTANT`, :data:`LATEST_INSTANT`]; anything else is a 422 naming the field."""
+JsonObject = Annotated[dict[str, Any], json_depth_at_most(MAX_JSON_DEPTH)]
+"""Free-form JSON a caller passes through (a notification's ``data``), bounded in depth."""
+
+PATH_PARAMETERS: dict[str, Any] = {
+    "user_id": UserId,
+    "device_id": ResourceId,
+    "notification_id": ResourceId,
+}
+"""What each ``{placeholder}`` of a route's path must hold. A route naming a placeholder missing
+here does not load: every id a path carries is validated like the ids of a body."""
 
 
 class _Body(BaseModel):
@@ -105,7 +257,7 @@ class DeviceRegistration(_Body):
         default=None, description="APNs environment of an iOS token; defaults to the app's"
     )
     timezone: TimezoneName | None = None
-    locale: Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)] | None = None
+    locale: Locale | None = None
     permission: Permission | None = None
     replaces: Annotated[str, StringConstraints(max_length=MAX_TOKEN_LENGTH)] | None = Field(
         default=None, description="the token this one refreshes; it is retired"
@@ -153,8 +305,8 @@ class PreferencesUpdate(_Body):
     fields present."""
 
     timezone: TimezoneName | None = None
-    behavioral: bool | None = None
-    promotional: bool | None = None
+    behavioral: StrictBool | None = None
+    promotional: StrictBool | None = None
     quiet_hours: QuietHours | None = None
 
 
@@ -183,20 +335,39 @@ class PreferenceHistory(BaseModel):
 
 
 class NotificationRequest(_Body):
+    # the document states the two rules the validator below enforces, so a generated or
+    # hand-written request that follows the document is accepted
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["title"], "properties": {"title": {"type": "string"}}},
+                {"required": ["body"], "properties": {"body": {"type": "string"}}},
+                {
+                    "required": ["data"],
+                    "properties": {"data": {"type": "object", "minProperties": 1}},
+                },
+            ],
+            "not": {"required": ["ttl_seconds", "expires_at"]},
+        }
+    )
+
     user_id: UserId
     app: AppId | None = Field(default=None, description="may be left out when one app exists")
     tier: Tier | None = None
     category: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     title: Annotated[str, StringConstraints(max_length=1024)] | None = None
     body: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    data: dict[str, Any] | None = None
+    data: JsonObject | None = Field(
+        default=None,
+        description=f"passed to the app as is; a JSON object at most {MAX_JSON_DEPTH} levels deep",
+    )
     collapse_key: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    ttl_seconds: Annotated[int, Field(ge=1, le=MAX_TTL_SECONDS)] | None = None
-    expires_at: AwareDatetime | None = None
-    badge: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    ttl_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS)] | None = None
+    expires_at: Instant | None = None
+    badge: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
     sound: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     thread_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-    send_at: AwareDatetime | None = Field(
+    send_at: Instant | None = Field(
         default=None,
         description="send at this instant (RFC 3339 with offset) instead of now; at or before "
         "now it is sent now. Its TTL counts from this instant",
@@ -220,7 +391,12 @@ class NotificationRequest(_Body):
 
 
 class BatchRequest(_Body):
-    notifications: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=500)]
+    # each item is parsed on its own (a bad one is a problem in the results, not a 422), so here
+    # it is only bounded: one level for the item, the rest for its data
+    notifications: Annotated[
+        list[Annotated[dict[str, Any], json_depth_at_most(MAX_JSON_DEPTH + 1)]],
+        Field(min_length=1, max_length=500),
+    ]
 
 
 class DeliveryOut(_Out):
@@ -340,16 +516,19 @@ def validation_error(exc: ValidationError, *, prefix: str = "") -> ValidationFai
     return ValidationFailed(summary, errors=errors)
 
 
-_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
-
-
-def parse_user_id(value: str) -> str:
-    """A ``user_id`` from a path; 422 ``invalid_request`` unless it is 1-128 characters with
-    no whitespace."""
-    try:
-        return _USER_ID.validate_python(value)
-    except ValidationError as exc:
-        raise validation_error(exc, prefix="user_id") from None
+def path_parameters_model(path: str) -> type[BaseModel] | None:
+    """The model of the ``{placeholders}`` of ``path`` (None when it has none), each typed by
+    :data:`PATH_PARAMETERS`; ``ValueError`` for a placeholder that table does not know."""
+    names = re.findall(r"{(\w+)}", path)
+    if not names:
+        return None
+    unknown = [name for name in names if name not in PATH_PARAMETERS]
+    if unknown:
+        raise ValueError(
+            f"{path}: declare the type of {', '.join(unknown)} in gateway.schemas.PATH_PARAMETERS"
+        )
+    fields: dict[str, Any] = {name: (PATH_PARAMETERS[name], ...) for name in names}
+    return create_model("PathParameters", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def parse_model(model: type[M], payload: Any) -> M:

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.app import init_app
+from gateway.api.protocol import ProblemAppRunner
 from gateway.config import ALL_SCOPES, Settings, demo_key_exposed
 from gateway.db import create_engine, schema_state, upgrade_database
 from gateway.logs import configure_logging
@@ -126,7 +127,7 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
             stack.push_async_callback(stop_worker)
             log.info("delivery worker and scheduler started (%s)", worker.owner)
         if role.listens:
-            runner = web.AppRunner(init_app(runtime), access_log=None)
+            runner = ProblemAppRunner(init_app(runtime), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, settings.server.host, settings.server.port)

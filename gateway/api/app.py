@@ -1,5 +1,5 @@
 """The aiohttp application: the route table, the middlewares (request id → metrics →
-problem+json → auth), and the services of a running gateway.
+problem+json → auth → inputs), and the services of a running gateway.
 
 :func:`init_app` serves a runtime someone else built and owns (``pushgate serve``, the
 pipeline tests); :func:`create_app` builds its own for the application's lifetime (the API
@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.auth import KeyRing, auth_middleware
+from gateway.api.inputs import input_middleware
 from gateway.api.keys import OPENAPI, RUNTIME, SERVICES
 from gateway.api.openapi import build_openapi
 from gateway.api.problems import problem_middleware
@@ -35,6 +36,7 @@ def _application(
             metrics.middleware(),
             problem_middleware,
             auth_middleware(KeyRing.from_settings(settings), routes),
+            input_middleware(routes),
         ],
     )
     app[OPENAPI] = build_openapi(routes)

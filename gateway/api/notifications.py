@@ -17,7 +17,6 @@ from gateway.schemas import (
     NotificationRequest,
     UserNotificationsQuery,
     parse_model,
-    parse_user_id,
 )
 
 
@@ -59,7 +58,7 @@ async def cancel_notification(request: web.Request) -> web.Response:
 
 
 async def list_user_notifications(request: web.Request) -> web.Response:
-    user_id = parse_user_id(request.match_info["user_id"])
+    user_id = request.match_info["user_id"]  # checked against the path's model already
     query = parse_model(UserNotificationsQuery, dict(request.query))
     page = await services(request).notifications.of_user(caller(request), user_id, query)
     return json_response(page)

@@ -1,18 +1,63 @@
-"""OpenAPI 3.1, generated from the route table and the pydantic models that validate requests."""
+"""OpenAPI 3.1, generated from the route table and the pydantic models that validate requests.
+
+Every status an operation can answer is declared, with its body: the property test
+(``tests/api/test_openapi_properties.py``) holds the running gateway to this document.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.api.routing import Route
+from gateway.api.problems import PROBLEM_JSON
+from gateway.api.routing import IDEMPOTENCY_HEADER, Route
 from gateway.schemas import Problem
+from gateway.services.idempotency import MAX_KEY_LENGTH
 
-_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422)
+_HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
+    IDEMPOTENCY_HEADER: {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": f"1-{MAX_KEY_LENGTH} printable characters, scoped to the calling key",
+    },
+}
+
+
+def error_statuses(route: Route) -> list[int]:
+    """The problem statuses ``route`` can answer, from what it reads: 401/403 for a key, 503
+    when the gateway is shutting down or its database is away, 422 for any input it checks,
+    400/413/415 for a body, 404 for an id in its path, 409 for a reused idempotency key."""
+    if route.public:
+        return []
+    statuses = {401, 403, 503}
+    if route.request_model is not None:
+        statuses |= {400, 413, 415, 422}
+    if route.path_model is not None:
+        statuses |= {404, 422}
+    if route.query_names or route.headers:
+        statuses.add(422)
+    if IDEMPOTENCY_HEADER in route.headers:
+        statuses.add(409)
+    return sorted(statuses)
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    if route.path_model is None:
+        return []
+    properties = route.path_model.model_json_schema()["properties"]
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {key: value for key, value in schema.items() if key != "title"},
+        }
+        for name, schema in properties.items()
+    ]
 
 
 def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
@@ -44,13 +89,15 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
             operation["description"] = (
                 f"Needs an API key with the scope {needed}." if needed else "Needs any API key."
             )
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", route.path)
-        ]
+        parameters = _path_parameters(route)
         parameters += _query_parameters(route.query_model)
         parameters += [
-            {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "schema": _HEADER_SCHEMAS.get(header, {"type": "string"}),
+            }
             for header in route.headers
         ]
         if parameters:
@@ -64,20 +111,18 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
             }
         for status, model in (route.responses or {200: None}).items():
             response: dict[str, Any] = {"description": str(status)}
-            if model is not None:
+            if model is Problem:
+                response["content"] = {PROBLEM_JSON: {"schema": ref[Problem]}}
+            elif model is not None:
                 response["content"] = {"application/json": {"schema": ref[model]}}
             elif status != 204:
                 response["content"] = {route.content_type: {}}
             operation["responses"][str(status)] = response
-        if not route.public:
-            for status in _ERROR_STATUSES:
-                operation["responses"].setdefault(
-                    str(status),
-                    {
-                        "description": "problem",
-                        "content": {"application/problem+json": {"schema": ref[Problem]}},
-                    },
-                )
+        for status in error_statuses(route):
+            operation["responses"].setdefault(
+                str(status),
+                {"description": "problem", "content": {PROBLEM_JSON: {"schema": ref[Problem]}}},
+            )
         paths.setdefault(route.path, {})[route.method.lower()] = operation
 
     return {

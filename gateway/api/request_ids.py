@@ -50,17 +50,18 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.headers[REQUEST_ID_HEADER] = request_id
     if log.isEnabledFor(logging.DEBUG):  # an access log, for `[logging] level = "debug"`
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        # the path as sent (percent-encoded): decoded, a forged id could carry a line break
         log.debug(
             "%s %s answered %d in %.1f ms",
             request.method,
-            request.path,
+            request.raw_path,
             response.status,
             duration_ms,
             extra={
                 "event": "http.request",
                 "request_id": request_id,
                 "method": request.method,
-                "path": request.path,
+                "path": request.raw_path,
                 "status": response.status,
                 "duration_ms": duration_ms,
             },

@@ -20,6 +20,7 @@ from gateway.schemas import (
     PreferenceHistory,
     PreferencesOut,
     PreferencesUpdate,
+    Problem,
     UserNotificationsQuery,
 )
 
@@ -33,6 +34,7 @@ ROUTES: tuple[Route, ...] = (
         system.readyz,
         "Readiness: the database answers and can write (and the delivery worker and the "
         "scheduler run, where this process delivers)",
+        responses={200: None, 503: None},
         public=True,
     ),
     Route(
@@ -154,7 +156,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/notifications/{notification_id}",
         notifications.cancel_notification,
         "Cancel a deferred or queued notification",
-        responses={200: NotificationOut},
+        responses={200: NotificationOut, 409: Problem},
         scopes=(Scope.SEND,),
     ),
 )

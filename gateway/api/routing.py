@@ -11,15 +11,27 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from gateway.api.json_body import decode_json
 from gateway.api.keys import caller
 from gateway.config import Scope
-from gateway.errors import InvalidJson
+from gateway.errors import BadRequest, UnsupportedEncoding
+from gateway.schemas import path_parameters_model
 from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
 from gateway.services.intake import Answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+BODY_ENCODINGS = ("identity", "gzip", "deflate")
+"""The ``Content-Encoding`` values a body may arrive in (aiohttp decodes gzip and deflate)."""
+
+
+def unsupported_encoding() -> UnsupportedEncoding:
+    """The 415 for a body in any other ``Content-Encoding``."""
+    return UnsupportedEncoding(
+        f"a body is accepted uncompressed or as {' or '.join(BODY_ENCODINGS[1:])}, "
+        "not in any other Content-Encoding"
+    )
 
 
 @dataclass(frozen=True)
@@ -38,15 +50,31 @@ class Route:
     headers: tuple[str, ...] = ()  # request headers the endpoint reads
     scopes: tuple[Scope, ...] = ()
     """A key needs one of these; empty: any valid key (or none, when ``public``)."""
+    path_model: type[BaseModel] | None = field(init=False, repr=False, compare=False)
+    """The ``{placeholders}`` of ``path``, typed by :data:`gateway.schemas.PATH_PARAMETERS`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_model", path_parameters_model(self.path))
+
+    @property
+    def query_names(self) -> tuple[str, ...]:
+        """The query parameters the endpoint reads."""
+        return tuple(self.query_model.model_fields) if self.query_model is not None else ()
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; 400 ``invalid_json`` when it is not JSON."""
-    raw = await request.read()
+    """The request body as JSON: 415 ``unsupported_encoding`` for a ``Content-Encoding`` other
+    than :data:`BODY_ENCODINGS`, 400 when it does not decode as its encoding says or is not
+    JSON, 422 for a value no field can take (see :mod:`gateway.api.json_body`)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in BODY_ENCODINGS:
+        raise unsupported_encoding()
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+        raw = await request.read()
+    except web.RequestPayloadError:
+        broken = "" if encoding == "identity" else f"it is not valid {encoding}, or "
+        raise BadRequest(f"the request body could not be read: {broken}it was cut short") from None
+    return decode_json(raw)
 
 
 def idempotency_claim(request: web.Request, payload: Any) -> IdempotencyClaim | None:

@@ -128,7 +128,7 @@ class NotificationService:
         if query.status is not None:
             statement = statement.where(col(Notification.status) == query.status)
         if query.cursor is not None:
-            statement = statement.where(older_than(created_at, row_id, query.cursor))
+            statement = statement.where(older_than(created_at, row_id, query.cursor, id_type=str))
         statement = statement.order_by(created_at.desc(), row_id.desc()).limit(query.limit + 1)
         async with self._context.sessions() as session:
             rows = list((await session.execute(statement)).scalars())

@@ -116,7 +116,7 @@ class PreferenceService:
             .limit(limit + 1)
         )
         if page.cursor is not None:
-            query = query.where(older_than(at, change_id, page.cursor))
+            query = query.where(older_than(at, change_id, page.cursor, id_type=int))
         async with self._context.sessions() as session:
             rows = list((await session.execute(query)).scalars())
         changes, more = rows[:limit], len(rows) > limit

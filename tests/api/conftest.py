@@ -8,10 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.app import create_app
+from gateway.api.protocol import ProblemAppRunner
 from gateway.config import Settings, load_settings
 
 FULL_KEY = "full-access-key"
@@ -87,6 +90,15 @@ def settings(database_url: str) -> Settings:
 Client = TestClient  # type: ignore[type-arg]
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server on the runner ``pushgate serve`` uses, so what aiohttp's parser
+    refuses is answered as in production. (``TestServer._make_runner`` is aiohttp's hook for
+    this; ``tests/api/test_protocol_errors.py`` pins it.)"""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ProblemAppRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def client(
     aiohttp_client: Callable[..., Awaitable[Client]],
@@ -95,7 +107,9 @@ async def client(
     clock: FakeClock,
 ) -> Client:
     app = create_app(settings, engine=engine, clock=clock)
-    return await aiohttp_client(app, headers={"Authorization": f"Bearer {FULL_KEY}"})
+    return await aiohttp_client(
+        GatewayTestServer(app), headers={"Authorization": f"Bearer {FULL_KEY}"}
+    )
 
 
 def auth(key: str) -> dict[str, str]:
@@ -108,3 +122,14 @@ async def register(client: Client, **fields: Any) -> dict[str, Any]:
     assert response.status in (200, 201), await response.text()
     result: dict[str, Any] = await response.json()
     return result
+
+
+async def row_count(engine: AsyncEngine, table: str) -> int:
+    async with engine.connect() as connection:
+        return (await connection.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
+
+
+async def assert_nothing_stored(engine: AsyncEngine) -> None:
+    """No notification, device, preference or idempotency record was written."""
+    for table in ("notifications", "devices", "preferences", "idempotency_records"):
+        assert await row_count(engine, table) == 0, table

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from aiohttp.test_utils import TestClient
+import re
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
+
+from gateway.api import system
 from gateway.api.app import create_app
 from gateway.api.routes import ROUTES
+from gateway.api.routing import Route
+from gateway.schemas import PATH_PARAMETERS, path_parameters_model
 from tests.api.conftest import Client, make_settings
 
 
@@ -45,3 +53,57 @@ async def test_openapi_describes_every_route(client: Client) -> None:
         schema["properties"]
     )
     assert document["paths"]["/healthz"]["get"]["security"] == []
+
+
+async def test_openapi_path_parameters_state_the_rules_the_gateway_applies(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    declared: dict[str, dict[str, Any]] = {}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    declared[parameter["name"]] = parameter["schema"]
+    assert set(declared) == set(PATH_PARAMETERS)
+    assert declared["user_id"]["maxLength"] == 128
+    assert declared["device_id"]["maxLength"] == declared["notification_id"]["maxLength"] == 36
+    for name, schema in declared.items():
+        model = path_parameters_model(f"/{{{name}}}")
+        assert model is not None
+        limit = schema["maxLength"]
+        for sample in [
+            "u1",
+            "é-ü",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\x00b",
+            "\x85",
+            "\u2028",
+            "x" * limit,
+            "x" * (limit + 1),
+            "",
+        ]:
+            documented = schema["minLength"] <= len(sample) <= limit and bool(
+                re.search(schema["pattern"], sample)
+            )
+            try:
+                model.model_validate({name: sample})
+                accepted = True
+            except ValidationError:
+                accepted = False
+            assert documented == accepted, (name, sample)
+
+
+async def test_openapi_declares_the_statuses_each_operation_can_answer(client: Client) -> None:
+    paths = (await (await client.get("/openapi.json")).json())["paths"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    assert "409" in paths["/v1/notifications/{notification_id}"]["delete"]["responses"]
+    send = paths["/v1/notifications"]["post"]["responses"]
+    assert {"400", "401", "403", "409", "413", "415", "422", "503"} <= set(send)
+    problem = send["415"]["content"]["application/problem+json"]["schema"]
+    assert problem["$ref"].endswith("/Problem")
+
+
+def test_a_route_naming_an_undeclared_placeholder_does_not_load() -> None:
+    with pytest.raises(ValueError, match="PATH_PARAMETERS"):
+        Route("GET", "/v1/things/{thing_id}", system.healthz, "A thing")
