@@ -151,8 +151,9 @@ def run(settings: Settings, role: Role, *, built_in_defaults: bool = False) -> i
     configure_logging(level=settings.logging.level, log_format=settings.logging.format)
     if built_in_defaults:
         log.warning(
-            "no configuration file (--dev): running on the built-in defaults: no API keys, "
-            "no apps, SQLite at %s; give --config PATH for anything but a quick look",
+            "no configuration file (--dev): running on the built-in defaults (and any "
+            "PUSHGATE_* variables): SQLite at %s; give --config PATH for anything but a quick "
+            "look",
             settings.database.url,
         )
     try:

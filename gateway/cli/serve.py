@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -27,17 +28,23 @@ def serve(config_path: Path | None, api_only: bool, worker_only: bool, dev: bool
     """Run the gateway (HTTP API, delivery worker and scheduler)."""
     if api_only and worker_only:
         raise click.UsageError("--api-only and --worker-only exclude each other; give at most one")
-    if config_path is None and not dev:
+    # A deployment may configure everything through PUSHGATE_* variables (a container, say):
+    # that is a configuration too.
+    configured_by_environment = any(
+        name.startswith("PUSHGATE_") and name != CONFIG_ENV for name in os.environ
+    )
+    if config_path is None and not configured_by_environment and not dev:
         # Started without one, the gateway would run with no API keys and no apps: up, and
         # refusing every request with 401. Say so before anything starts.
         exit_with_error(
             f"no configuration file: give --config PATH or set {CONFIG_ENV} "
-            "(config.example.toml runs as it is). To start on the built-in defaults anyway "
-            "(no API keys, so every request is refused; no apps), give --dev"
+            "(config.example.toml runs as it is), or configure it with PUSHGATE_* variables. "
+            "To start on the built-in defaults anyway (no API keys, so every request is "
+            "refused; no apps), give --dev"
         )
     settings = settings_from(config_path)
     from gateway.runtime import Role  # noqa: PLC0415  (keeps `pushgate --help` fast)
     from gateway.server import run  # noqa: PLC0415
 
     role = Role.API if api_only else Role.WORKER if worker_only else Role.ALL
-    raise SystemExit(run(settings, role, built_in_defaults=config_path is None))
+    raise SystemExit(run(settings, role, built_in_defaults=dev and config_path is None))

@@ -162,3 +162,14 @@ def test_config_messages_carry_no_pydantic_prefix(empty_folder: Path) -> None:
     assert "logging.format: Input should be 'text' or 'json'" in result.output
     assert "logging.level" not in result.output  # any case will do
     assert "Value error" not in result.output
+
+
+def test_a_configuration_from_the_environment_alone_is_a_configuration(
+    empty_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as a container sets it: no file, every key from PUSHGATE_* variables; this one is a
+    # mistake, so the start-up stops at the configuration instead of at "no configuration"
+    monkeypatch.setenv("PUSHGATE_SERVER__PORT", "not-a-port")
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2
+    assert "server.port" in result.output and "no configuration file" not in result.output
