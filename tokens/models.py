@@ -7,6 +7,7 @@ no time zone type), so no naive datetime ever leaves the storage layer.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -93,6 +94,30 @@ class Device(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column())
     last_seen_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """The columns of a device that deciding and sending need, read as plain values: loading
+    a tracked ORM instance per device cost more than the decision it served."""
+
+    id: str
+    user_id: str
+    app: str
+    platform: str
+    token: str
+    environment: str
+    timezone: str | None
+    permission: str
+    status: str
+    invalid_reason: str | None
+    last_seen_at: datetime
+
+    @classmethod
+    def columns(cls) -> list[sa.Column[Any]]:
+        """The devices table's columns, in field order."""
+        table = Device.__table__  # type: ignore[attr-defined]
+        return [table.c[name] for name in cls.__dataclass_fields__]
 
 
 class TokenEventKind(StrEnum):

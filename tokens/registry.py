@@ -31,6 +31,7 @@ from sqlmodel import col, select
 
 from tokens.models import (
     Device,
+    DeviceState,
     DeviceStatus,
     Environment,
     Permission,
@@ -317,7 +318,7 @@ async def user_devices(session: AsyncSession, user_id: str) -> Sequence[Device]:
     return result.scalars().all()
 
 
-def is_deliverable(device: Device, app: str) -> bool:
+def is_deliverable(device: Device | DeviceState, app: str) -> bool:
     """Whether ``device`` receives ``app``'s notifications: active, permission not denied.
 
     ``stale`` and ``invalid`` devices are never sent to: a stale device comes back as soon as
@@ -330,7 +331,7 @@ def is_deliverable(device: Device, app: str) -> bool:
     )
 
 
-def latest_timezone(devices: Iterable[Device]) -> str | None:
+def latest_timezone(devices: Iterable[Device | DeviceState]) -> str | None:
     """The time zone reported by the most recently seen of ``devices`` that reported one."""
     zoned = [device for device in devices if device.timezone is not None]
     if not zoned:
@@ -340,19 +341,22 @@ def latest_timezone(devices: Iterable[Device]) -> str | None:
 
 async def devices_of_users(
     session: AsyncSession, user_ids: Collection[str]
-) -> dict[str, list[Device]]:
+) -> dict[str, list[DeviceState]]:
     """Every device of each user, whatever its status, in one query."""
-    devices: dict[str, list[Device]] = {user_id: [] for user_id in user_ids}
+    devices: dict[str, list[DeviceState]] = {user_id: [] for user_id in user_ids}
     if user_ids:
         result = await session.execute(
-            select(Device).where(col(Device.user_id).in_(list(user_ids)))
+            sa.select(*DeviceState.columns()).where(col(Device.user_id).in_(list(user_ids)))
         )
-        for device in result.scalars():
+        for row in result.all():
+            device = DeviceState(*row)
             devices[device.user_id].append(device)
     return devices
 
 
-async def deliverable_devices(session: AsyncSession, user_id: str, app: str) -> Sequence[Device]:
+async def deliverable_devices(
+    session: AsyncSession, user_id: str, app: str
+) -> Sequence[DeviceState]:
     """The user's devices that receive ``app``'s notifications (see :func:`is_deliverable`)."""
     devices = (await devices_of_users(session, [user_id]))[user_id]
     return [device for device in devices if is_deliverable(device, app)]

@@ -33,7 +33,7 @@ from gateway.models import (
 )
 from policies import DropReason
 from tokens.feedback import InvalidationGuard, TokenOutcome, apply_report
-from tokens.models import Device
+from tokens.models import Device, DeviceState
 from tokens.reports import DeliveryReport
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ClaimedDelivery:
     delivery_id: str
     attempts: int
     notification: QueuedNotification
-    device: Device
+    device: DeviceState
 
     @property
     def app(self) -> str:
@@ -180,17 +180,27 @@ class DeliveryQueue:
                 .values(lease_owner=self.owner, lease_until=now + self.lease)
                 .execution_options(synchronize_session=False)
             )
+            device_columns = DeviceState.columns()
             rows = await session.execute(
                 sa.select(
-                    col(Delivery.id), col(Delivery.attempts), Device, *QueuedNotification.columns()
+                    col(Delivery.id),
+                    col(Delivery.attempts),
+                    *device_columns,
+                    *QueuedNotification.columns(),
                 )
                 .join(Notification, col(Notification.id) == col(Delivery.notification_id))
                 .join(Device, col(Device.id) == col(Delivery.device_id))
                 .where(col(Delivery.id).in_(ids))
             )
+            split = 2 + len(device_columns)
             claimed = [
-                ClaimedDelivery(delivery_id, attempts, QueuedNotification(*columns), device)
-                for delivery_id, attempts, device, *columns in rows.all()
+                ClaimedDelivery(
+                    row[0],
+                    row[1],
+                    QueuedNotification(*row[split:]),
+                    DeviceState(*row[2:split]),
+                )
+                for row in rows.all()
             ]
         # deliveries whose device row is gone (unregistered meanwhile) end here, with a reason
         found = {item.delivery_id for item in claimed}

@@ -37,7 +37,7 @@ from gateway.models import DeliveryEnd, DeliveryStatus
 from gateway.providers.base import Provider, PushMessage
 from gateway.providers.registry import provider_for
 from policies.tiers import Tier
-from tokens.models import Device, DeviceStatus, Environment, Platform
+from tokens.models import DeviceState, DeviceStatus, Environment, Platform
 from tokens.registry import is_deliverable
 from tokens.reports import DeliveryReport, Outcome
 
@@ -130,7 +130,7 @@ def unsendable(item: ClaimedDelivery, now: datetime) -> Settled | None:
     )
 
 
-def push_message(notification: QueuedNotification, device: Device) -> PushMessage:
+def push_message(notification: QueuedNotification, device: DeviceState) -> PushMessage:
     return PushMessage(
         token=device.token,
         tier=Tier(notification.tier),

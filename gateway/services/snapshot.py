@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import col
 
 from gateway.config import parse_hhmm
 from gateway.models import Notification, Preference
 from policies import PolicySettings, QuietWindow, UserFacts, cap_window_start
 from policies.tiers import Tier
-from tokens.models import Device
+from tokens.models import DeviceState
 from tokens.registry import devices_of_users, is_deliverable, latest_timezone
 
 # The key space of the users' advisory locks, so they cannot collide with another user of
@@ -27,16 +28,32 @@ from tokens.registry import devices_of_users, is_deliverable, latest_timezone
 _USER_LOCK_SPACE = 7210431
 
 
+@dataclass(frozen=True, slots=True)
+class PreferenceState:
+    """A user's stored preferences, as plain values (None: not set, the default applies)."""
+
+    user_id: str
+    timezone: str | None
+    behavioral: bool | None
+    promotional: bool | None
+    quiet_start: str | None
+    quiet_end: str | None
+
+    @classmethod
+    def columns(cls) -> list[Any]:
+        return [col(getattr(Preference, name)) for name in cls.__dataclass_fields__]
+
+
 @dataclass
 class UsersSnapshot:
     """What the policy needs to know about a set of users at one instant; the release job
     decides a whole batch from one snapshot."""
 
-    preferences: dict[str, Preference]
-    devices: dict[str, list[Device]]
+    preferences: dict[str, PreferenceState]
+    devices: dict[str, list[DeviceState]]
     recent_counts: dict[str, dict[Tier, int]]  # by user, then tier (capped tiers only)
 
-    def facts(self, user_id: str, app: str) -> tuple[UserFacts, list[Device]]:
+    def facts(self, user_id: str, app: str) -> tuple[UserFacts, list[DeviceState]]:
         """The user's facts for ``app``, and the devices a notification would go to."""
         preference = self.preferences.get(user_id)
         devices = self.devices.get(user_id, [])
@@ -69,9 +86,12 @@ async def snapshot_users(
     deferred ones have none yet, so one being released never counts against itself.
     """
     users = list(user_ids)
-    preferences = (
-        await session.execute(select(Preference).where(col(Preference.user_id).in_(users)))
-    ).scalars()
+    preferences = [
+        PreferenceState(*row)
+        for row in await session.execute(
+            sa.select(*PreferenceState.columns()).where(col(Preference.user_id).in_(users))
+        )
+    ]
     recent_counts: dict[str, dict[Tier, int]] = {user_id: {} for user_id in users}
     windows = []
     for tier in Tier:
@@ -98,7 +118,7 @@ async def snapshot_users(
     )
 
 
-def quiet_window_of(preference: Preference | None) -> QuietWindow | None:
+def quiet_window_of(preference: PreferenceState | None) -> QuietWindow | None:
     """The user's own quiet hours, or None when the default applies."""
     if preference is None or preference.quiet_start is None or preference.quiet_end is None:
         return None
