@@ -5,9 +5,10 @@ schedule, expiry, payload); :func:`store_notifications` decides a group of prepa
 from one snapshot of their users and stores them, with one pending delivery per device for
 those that may go now. A send scheduled in the user's local time is resolved there, since only
 the snapshot knows the user's zone, and may still be refused then (its moment already past,
-say) without failing the rest of the group. :func:`apply_decision` is shared with the release
-job, which decides a deferred notification again with the state of its moment. Everything here
-runs inside the caller's transaction and takes ``now`` as a parameter.
+say) without failing the rest of the group. :func:`decision_fields` and :func:`decision_record`
+are shared with the release job, which decides a deferred notification again with the state of
+its moment. Everything here runs inside the caller's transaction and takes ``now`` as a
+parameter.
 """
 
 from __future__ import annotations
@@ -299,29 +300,6 @@ def decision_record(
             {name: value for name, value in replaces.items() if name != "earlier"},
         ]
     return record
-
-
-async def apply_decision(
-    session: AsyncSession,
-    notification: Notification,
-    decision: Decision,
-    explanation: Explanation,
-    devices: Sequence[DeviceState],
-    *,
-    now: datetime,
-) -> None:
-    """Carry out and record the policy's decision on a stored notification; a send creates one
-    pending delivery per device."""
-    notification.updated_at = now
-    for name, value in decision_fields(decision, now=now).items():
-        setattr(notification, name, value)
-    notification.decision = decision_record(
-        decision, explanation, now=now, replaces=notification.decision
-    )
-    session.add(notification)
-    if isinstance(decision, Send):
-        for device in devices:
-            session.add(Delivery(**delivery_row(notification.id, device, now=now)))
 
 
 async def supersede_deferred(

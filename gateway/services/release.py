@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col
 
 from gateway.db import transaction
-from gateway.models import Notification, NotificationStatus
-from gateway.services.acceptance import apply_decision
+from gateway.models import Delivery, Notification, NotificationStatus
+from gateway.services.acceptance import decision_fields, decision_record, delivery_row
 from gateway.services.snapshot import UsersSnapshot, snapshot_users, try_lock_users
 from policies import (
     Decision,
@@ -44,11 +46,36 @@ from policies import (
     locate_user,
 )
 from policies.tiers import Tier
+from tokens.models import DeviceState
 
 log = logging.getLogger(__name__)
 
 
 RELEASE_RETRY_DELAY = timedelta(minutes=5)
+
+_notifications = cast(sa.Table, Notification.__table__)  # type: ignore[attr-defined]
+_deliveries = cast(sa.Table, Delivery.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class DueNotification:
+    """The columns of a deferred notification that releasing it needs, as plain values."""
+
+    id: str
+    user_id: str
+    app: str
+    tier: str
+    expires_at: datetime
+    reason: str | None
+    send_at: datetime | None
+    scheduled_wall_time: str | None
+    scheduled_zone: str | None
+    decision: dict[str, Any] | None
+    request_id: str | None
+
+    @classmethod
+    def columns(cls) -> list[sa.Column[Any]]:
+        return [_notifications.c[name] for name in cls.__dataclass_fields__]
 
 
 @dataclass
@@ -57,8 +84,9 @@ class ReleaseResult:
     failed: list[str] = field(default_factory=list)  # errors: left deferred, retried later
     deferred_again: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
-    decided: list[tuple[Notification, Decision]] = field(default_factory=list)
-    """Each released notification and its decision, logged once the batch is committed."""
+    decided: list[tuple[DueNotification, Decision, dict[str, Any]]] = field(default_factory=list)
+    """Each released notification, its decision and the columns it wrote; logged once the
+    batch is committed."""
 
     @property
     def released(self) -> int:
@@ -73,21 +101,27 @@ async def release_due_notifications(
     batch_size: int,
     skip_locked: bool,
 ) -> ReleaseResult:
-    """Release one batch of deferred notifications due at ``now``, in one transaction."""
+    """Release one batch of deferred notifications due at ``now``, in one transaction.
+
+    Set-based: one select of the due rows (as plain values), one snapshot of their users, a
+    pure decision for each, then one statement per kind of write for the whole batch (the
+    notifications' new columns by primary key, the deliveries of the ones sent). At the peak
+    of a night's release, that is what keeps the wave at the provider's pace.
+    """
     result = ReleaseResult()
     async with transaction(sessions) as session:
         query = (
-            select(Notification)
+            sa.select(*DueNotification.columns())
             .where(
-                col(Notification.status) == NotificationStatus.DEFERRED,
-                col(Notification.deliver_at) <= now,
+                _notifications.c.status == NotificationStatus.DEFERRED,
+                _notifications.c.deliver_at <= now,
             )
-            .order_by(col(Notification.deliver_at))
+            .order_by(_notifications.c.deliver_at)
             .limit(batch_size)
         )
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
-        due = (await session.execute(query)).scalars().all()
+        due = [DueNotification(*row) for row in await session.execute(query)]
         # A user being accepted for right now could otherwise be counted under the cap twice,
         # once here and once there. Their rows wait for the next run; never waiting for the lock
         # (this transaction already holds row locks) is what keeps the two from deadlocking.
@@ -96,12 +130,13 @@ async def release_due_notifications(
         snapshot = await snapshot_users(
             session, {notification.user_id for notification in due}, now=now, policy=policy
         )
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        deliveries: list[dict[str, Any]] = []
         for notification in due:
             try:
-                async with session.begin_nested():
-                    await release_one(
-                        session, notification, snapshot, now=now, policy=policy, result=result
-                    )
+                columns, sent_to = release_one(
+                    notification, snapshot, now=now, policy=policy, result=result
+                )
             except Exception:
                 # One row that cannot be decided must not hold back the rest of the batch (it
                 # would roll back every tick): it stays deferred, retried later, and says why.
@@ -110,17 +145,19 @@ async def release_due_notifications(
                     notification.id,
                     RELEASE_RETRY_DELAY,
                 )
-                await session.execute(
-                    sa.update(Notification)
-                    .where(col(Notification.id) == notification.id)
-                    .values(deliver_at=now + RELEASE_RETRY_DELAY, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+                columns = {"deliver_at": now + RELEASE_RETRY_DELAY}
+                sent_to = []
                 result.failed.append(notification.id)
-    failed = set(result.failed)  # rolled back: left deferred, and said so above
-    for notification, decision in result.decided:
-        if notification.id not in failed:
-            log_release_decision(notification, decision)
+            row = {"notification_id": notification.id, **columns, "updated_at": now}
+            updates[tuple(row)].append(row)
+            deliveries += [delivery_row(notification.id, device, now=now) for device in sent_to]
+        # one executemany by primary key per set of columns written
+        for rows in updates.values():
+            await session.execute(_UPDATE_NOTIFICATION, rows)
+        if deliveries:
+            await session.execute(sa.insert(_deliveries), deliveries)
+    for notification, decision, columns in result.decided:
+        log_release_decision(notification, decision, columns)
     if result.released:
         log.info(
             "released %d deferred notifications: %d queued, %d deferred again, dropped %s",
@@ -132,49 +169,67 @@ async def release_due_notifications(
     return result
 
 
-async def release_one(
-    session: AsyncSession,
-    notification: Notification,
+_UPDATE_NOTIFICATION = sa.update(_notifications).where(
+    _notifications.c.id == sa.bindparam("notification_id")
+)
+
+
+def release_one(
+    notification: DueNotification,
     snapshot: UsersSnapshot,
     *,
     now: datetime,
     policy: PolicySettings,
     result: ReleaseResult,
-) -> None:
+) -> tuple[dict[str, Any], list[DeviceState]]:
+    """Decide a due notification again with the state of ``now``: the columns to write, and
+    the devices it goes to when it is sent now."""
     facts, devices = snapshot.facts(notification.user_id, notification.app)
     tier = Tier(notification.tier)
+    schedule = scheduled_instant(notification, facts, policy)
     decision, explanation = decide_and_explain(
         now,
         tier,
         notification.expires_at,
         facts,
         policy,
-        scheduled_at=scheduled_instant(notification, facts, policy),
+        scheduled_at=schedule.instant if schedule is not None else None,
     )
-    await apply_decision(session, notification, decision, explanation, devices, now=now)
-    result.decided.append((notification, decision))
+    columns = decision_fields(decision, now=now)
+    columns["decision"] = decision_record(
+        decision, explanation, now=now, replaces=notification.decision
+    )
+    if schedule is not None and schedule.moved:
+        columns["send_at"] = schedule.instant
+        columns["scheduled_zone"] = schedule.zone
+    result.decided.append((notification, decision, columns))
     match decision:
         case Send():
             snapshot.count_queued(notification.user_id, tier)
             result.queued.append(notification.id)
+            return columns, devices
         case Defer():
             result.deferred_again += 1
         case Drop(reason=reason):
             key = str(reason)
             result.dropped[key] = result.dropped.get(key, 0) + 1
+    return columns, []
 
 
-def log_release_decision(notification: Notification, decision: Decision) -> None:
+def log_release_decision(
+    notification: DueNotification, decision: Decision, columns: dict[str, Any]
+) -> None:
     """The ``notification.released`` event: what the policy decided for a deferred
     notification when it came due (sent now, deferred again, or dropped, with why)."""
     verdict = type(decision).__name__.lower()  # send, defer or drop
-    deliver_at = notification.deliver_at if isinstance(decision, Defer) else None
+    deliver_at = decision.until if isinstance(decision, Defer) else None
+    status = str(columns["status"])
     log.info(
         "released notification %s: %s (status %s, reason %s)",
         notification.id,
         verdict,
-        notification.status,
-        notification.reason,
+        status,
+        columns["reason"],
         extra={
             "event": "notification.released",
             "request_id": notification.request_id,
@@ -183,42 +238,50 @@ def log_release_decision(notification: Notification, decision: Decision) -> None
             "app": notification.app,
             "tier": notification.tier,
             "decision": verdict,
-            "status": str(notification.status),
-            "reason": notification.reason,
+            "status": status,
+            "reason": columns["reason"],
             "deliver_at": deliver_at.isoformat() if deliver_at is not None else None,
         },
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a scheduled notification is due, in which zone, and whether that moved."""
+
+    instant: datetime
+    zone: str | None
+    moved: bool
+
+
 def scheduled_instant(
-    notification: Notification, facts: UserFacts, policy: PolicySettings
-) -> datetime | None:
+    notification: DueNotification, facts: UserFacts, policy: PolicySettings
+) -> Schedule | None:
     """The instant a notification still waiting for its schedule is due at, for the user as
     they are now; None when it waits for nothing the caller asked (quiet hours).
 
     A ``send_at`` is a fixed instant. A ``send_at_local`` read in another zone than the user's
-    current one moves to the same wall time there; the notification's ``send_at`` and
-    ``scheduled_zone`` are updated to say so.
+    current one moves to the same wall time there (``moved``: its ``send_at`` and
+    ``scheduled_zone`` are to be updated).
     """
     if notification.reason != DeferReason.SCHEDULED or notification.send_at is None:
         return None
     wall, zone = notification.scheduled_wall_time, notification.scheduled_zone
     if wall is None or zone is None:
-        return notification.send_at
+        return Schedule(notification.send_at, zone, moved=False)
     kept = LocalSchedule(datetime.fromisoformat(wall), zone, notification.send_at)
     moved = follow_user(kept, locate_user(facts, policy)[0])
-    if moved is not kept:
-        log.info(
-            "notification %s was scheduled for %s in %s; the user is now in %s: due at %s",
-            notification.id,
-            wall,
-            zone,
-            moved.zone,
-            moved.instant.isoformat(),
-        )
-        notification.send_at = moved.instant
-        notification.scheduled_zone = moved.zone
-    return moved.instant
+    if moved is kept:
+        return Schedule(kept.instant, kept.zone, moved=False)
+    log.info(
+        "notification %s was scheduled for %s in %s; the user is now in %s: due at %s",
+        notification.id,
+        wall,
+        zone,
+        moved.zone,
+        moved.instant.isoformat(),
+    )
+    return Schedule(moved.instant, moved.zone, moved=True)
 
 
 HOURS_AHEAD = 24
