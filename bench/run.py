@@ -57,7 +57,9 @@ GOALS = {
     "delivery": 0.8,
     "policy": bench_policy.GOAL_RATIO,
     "soak": 0.10,
+    "wave": 0.8,
 }
+WAVE_RSS_GOAL_MIB = 256
 
 
 def measure_policy(runs: int) -> dict[str, Any]:
@@ -93,6 +95,16 @@ def measure_wave(count: int, database: str, folder: Path, runs: int) -> dict[str
         "provider_latency_ms": first["provider_latency_ms"],
         "drain_seconds": statistics.median(s["drain_seconds"] for s in samples),
         "delivered_per_second": statistics.median(s["delivered_per_second"] for s in samples),
+        "concurrency_bound_per_second": first["concurrency_bound_per_second"],
+        "ratio_to_concurrency_bound": statistics.median(
+            s["ratio_to_concurrency_bound"] for s in samples
+        ),
+        "raw_aioapns_per_second": statistics.median(s["raw_aioapns_per_second"] for s in samples),
+        "ratio_to_raw_aioapns": statistics.median(s["ratio_to_raw_aioapns"] for s in samples),
+        "ratio_range": (
+            min(s["ratio_to_concurrency_bound"] for s in samples),
+            max(s["ratio_to_concurrency_bound"] for s in samples),
+        ),
         "peak_rss_mib": max(s["peak_rss_mib"] for s in samples),
         "peak_in_flight_at_simulator": max(s["peak_in_flight_at_simulator"] for s in samples),
         "spread_held": all(s["spread_held"] for s in samples),
@@ -253,20 +265,29 @@ def markdown(report: dict[str, Any]) -> str:
                     )
                 )
     for wave in report.get("waves", []):
+        bound_ok = wave["ratio_to_concurrency_bound"] >= GOALS["wave"]
+        held = wave["spread_held"] and wave["concurrency_held"] and wave["all_sent"]
+        rss_ok = wave["peak_rss_mib"] <= WAVE_RSS_GOAL_MIB
+        low, high = wave["ratio_range"]
         rows.append(
             (
                 f"Release wave, {wave['count']:,} deferred, {wave['database']} "
                 f"({wave['runs']} run{'s' if wave['runs'] != 1 else ''})",
-                f"drained in {wave['drain_seconds']:.1f} s ({wave['delivered_per_second']:.0f}/s),"
-                f" peak RSS {wave['peak_rss_mib']:.0f} MiB"
+                f"{wave['delivered_per_second']:.0f} delivered/s (drained in "
+                f"{wave['drain_seconds']:.1f} s), peak RSS {wave['peak_rss_mib']:.0f} MiB; "
+                f"spread over {wave['spread_minutes']} min "
+                f"{'held' if wave['spread_held'] else 'NOT held'}; in flight peaked at "
+                f"{wave['peak_in_flight_at_simulator']} of {wave['concurrency_limit']}"
                 f"{'' if wave['all_sent'] else '; NOT all sent'}",
-                f"spread over {wave['spread_minutes']} min: "
-                f"{'held' if wave['spread_held'] else 'NOT held'}; in flight at the simulator "
-                f"(answering after {wave['provider_latency_ms']} ms) peaked at "
-                f"{wave['peak_in_flight_at_simulator']} of {wave['concurrency_limit']}: "
-                f"{'held' if wave['concurrency_held'] else 'NOT held'}",
-                "",
-                "spread and limits hold",
+                f"{wave['concurrency_bound_per_second']:.0f}/s bound ({wave['concurrency_limit']}"
+                f" in flight / {wave['provider_latency_ms']} ms); raw aioapns "
+                f"{wave['raw_aioapns_per_second']:.0f} sends/s at the same latency",
+                f"{_ratio(wave['ratio_to_concurrency_bound'])}"
+                f"{f' ({low:.2f}-{high:.2f})' if wave['runs'] > 1 else ''} of the bound; "
+                f"{_ratio(wave['ratio_to_raw_aioapns'])} of raw",
+                f"≥ 0.80 of the bound {'met' if bound_ok else 'MISSED'}; spread and limit "
+                f"{'held' if held else 'NOT held'}; RSS ≤ {WAVE_RSS_GOAL_MIB} MiB "
+                f"{'met' if rss_ok else 'MISSED'}",
             )
         )
     for run in report.get("schedule", []):
