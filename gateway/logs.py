@@ -28,7 +28,13 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Per-request and per-tick chatter: the metrics cover request volume and job runs.
-QUIET_LOGGERS = ("aiohttp.access", "apscheduler", "httpx", "alembic.runtime.migration")
+QUIET_LOGGERS = (
+    "aiohttp.access",
+    "aiosqlite",  # a line per statement at debug
+    "apscheduler",
+    "httpx",
+    "alembic.runtime.migration",
+)
 
 
 def current_request_id() -> str | None:
@@ -58,7 +64,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``time`` (UTC, RFC 3339), ``level``, ``logger``, ``event``
+    """One JSON object per line: ``time`` (UTC, RFC 3339), ``level``, ``logger``, ``process``
+    (the pid, which tells apart the processes of ``serve --processes N``), ``event``
     (for the events listed in the README), ``request_id`` when there is one, ``message``, the
     event's other fields, and ``exception`` for a traceback."""
 
@@ -72,6 +79,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "process": record.process,
         }
         if "event" in fields:
             document["event"] = fields.pop("event")

@@ -8,12 +8,19 @@ only by a process that delivers. An API-only process builds them unregistered, s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Set (by ``pushgate serve --processes N``) before the children start: each writes its samples
+# to files in this folder, and /metrics adds up every process's (prometheus-client reads the
+# variable when it is first imported).
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,12 +63,14 @@ class Metrics:
             "pushgate_queue_depth",
             "Pending deliveries waiting for a worker",
             registry=delivery,
+            multiprocess_mode="livemax",
         )
         self.deferred = Gauge(
             "pushgate_deferred_notifications",
             "Deferred notifications by release hour: overdue, 1-24 (hours ahead), later",
             ["release_hour"],
             registry=delivery,
+            multiprocess_mode="livemax",
         )
         self.deliveries = Counter(
             "pushgate_deliveries",
@@ -80,6 +89,7 @@ class Metrics:
             "1 while the circuit breaker of a provider and app is open",
             ["provider", "app"],
             registry=delivery,
+            multiprocess_mode="livemax",
         )
         self.tokens_invalidated = Counter(
             "pushgate_tokens_invalidated",
@@ -100,6 +110,7 @@ class Metrics:
             "Requests sent to the provider and not yet answered",
             ["provider", "app"],
             registry=delivery,
+            multiprocess_mode="livesum",
         )
         self.provider_responses = Counter(
             "pushgate_provider_responses",
@@ -109,6 +120,11 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
+        folder = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if folder:  # one of several processes: answer for all of them
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def middleware(self) -> Middleware:

@@ -26,12 +26,19 @@ from gateway.config import Settings
 from gateway.db import create_engine, session_factory
 from gateway.delivery.providers import ProviderSet
 from gateway.delivery.queue import DeliveryQueue
+from gateway.delivery.wakeups import WakeupAnnouncer, WakeupListener, channel_name
 from gateway.delivery.worker import DeliveryWorker, ProviderLookup, worker_identity
 from gateway.metrics import Metrics
 from gateway.sandbox import start_sandbox
 from gateway.scheduler import GatewayJobs
 from gateway.services import Services
-from gateway.services.context import Clock, ServiceContext, no_dispatch, system_clock
+from gateway.services.context import (
+    Clock,
+    Dispatch,
+    ServiceContext,
+    no_dispatch,
+    system_clock,
+)
 from gateway.services.devices import DeviceService
 from gateway.services.intake import Intake
 from gateway.services.maintenance import MaintenanceService
@@ -86,6 +93,8 @@ class Runtime:
     providers: ProviderLookup | None = None
     worker: DeliveryWorker | None = None
     jobs: GatewayJobs | None = None
+    wakeups: WakeupListener | None = None
+    """On PostgreSQL, where this process delivers: hears work queued by other processes."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -164,6 +173,19 @@ async def build_runtime(
             )
             stack.push_async_callback(worker.recorder.close)
 
+        # Queued work reaches a worker in this process directly, one in another process through
+        # the database (PostgreSQL), or at the worker's next poll (SQLite, one process).
+        dispatch: Dispatch = no_dispatch
+        wakeups: WakeupListener | None = None
+        if worker is not None:
+            dispatch = worker.wake
+            if skip_locked:
+                channel = channel_name(settings.database.url)
+                wakeups = WakeupListener(engine, channel, worker.wake)
+        elif skip_locked and role.accepts:
+            announcer = WakeupAnnouncer(engine, channel_name(settings.database.url))
+            stack.push_async_callback(announcer.close)
+            dispatch = announcer
         context = ServiceContext(
             settings=settings,
             engine=engine,
@@ -171,7 +193,7 @@ async def build_runtime(
             policy=policy,
             clock=clock,
             metrics=metrics,
-            dispatch=worker.wake if worker is not None else no_dispatch,
+            dispatch=dispatch,
         )
         intake = Intake(
             sessions,
@@ -204,4 +226,5 @@ async def build_runtime(
             providers=providers,
             worker=worker,
             jobs=jobs,
+            wakeups=wakeups,
         )

@@ -87,8 +87,38 @@ async def prepare_schema(engine: AsyncEngine) -> None:
         )
 
 
-async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM)."""
+def refuse_exposed_demo_key(settings: Settings) -> None:
+    exposed = demo_key_exposed(settings)
+    if exposed is not None:
+        raise StartupError(
+            f"API key {exposed!r} is the published demo key (pg-demo-key-change-me) and "
+            f"server.host {settings.server.host!r} is reachable from other machines: "
+            "anyone could use it. Make a key of your own (key=$(openssl rand -hex 24); "
+            'printf %s "$key" | sha256sum) or listen on 127.0.0.1'
+        )
+
+
+async def prepare_to_serve(settings: Settings, role: Role) -> None:
+    """The checks and the schema creation of a start, done once before several processes
+    start (``--processes``): each of them then finds a current schema."""
+    if role.listens:
+        refuse_exposed_demo_key(settings)
+    engine = create_engine(settings.database)
+    try:
+        await prepare_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+async def serve(
+    settings: Settings,
+    role: Role,
+    *,
+    stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM). ``reuse_port``: listen with
+    ``SO_REUSEPORT``, beside other processes on the same port."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -96,14 +126,7 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
             loop.add_signal_handler(signum, stop.set)
 
     if role.listens:
-        exposed = demo_key_exposed(settings)
-        if exposed is not None:
-            raise StartupError(
-                f"API key {exposed!r} is the published demo key (pg-demo-key-change-me) and "
-                f"server.host {settings.server.host!r} is reachable from other machines: "
-                "anyone could use it. Make a key of your own (key=$(openssl rand -hex 24); "
-                'printf %s "$key" | sha256sum) or listen on 127.0.0.1'
-            )
+        refuse_exposed_demo_key(settings)
         log_api_keys(settings)
     async with contextlib.AsyncExitStack() as stack:
         if role.delivers:
@@ -125,12 +148,23 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
                 await worker_task
 
             stack.push_async_callback(stop_worker)
+            if runtime.wakeups is not None:
+                listening = asyncio.create_task(runtime.wakeups.run(), name="wakeup-listener")
+
+                async def stop_listening() -> None:
+                    listening.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await listening
+
+                stack.push_async_callback(stop_listening)
             log.info("delivery worker and scheduler started (%s)", worker.owner)
         if role.listens:
             runner = ProblemAppRunner(init_app(runtime), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, settings.server.host, settings.server.port)
+            site = web.TCPSite(
+                runner, settings.server.host, settings.server.port, reuse_port=reuse_port or None
+            )
             await site.start()
             host, port = runner.addresses[0][:2]  # the bound port, also when port = 0
             log.info(
@@ -145,19 +179,24 @@ async def serve(settings: Settings, role: Role, *, stop: asyncio.Event | None = 
         log.info("shutting down")
 
 
-def run(settings: Settings, role: Role, *, built_in_defaults: bool = False) -> int:
+def warn_built_in_defaults(settings: Settings) -> None:
+    log.warning(
+        "no configuration file (--dev): running on the built-in defaults (and any "
+        "PUSHGATE_* variables): SQLite at %s; give --config PATH for anything but a quick look",
+        settings.database.url,
+    )
+
+
+def run(
+    settings: Settings, role: Role, *, built_in_defaults: bool = False, reuse_port: bool = False
+) -> int:
     """Entry point for the CLI; returns the process exit code. ``built_in_defaults``: started
     without a configuration file (``--dev``), which the log says first."""
     configure_logging(level=settings.logging.level, log_format=settings.logging.format)
     if built_in_defaults:
-        log.warning(
-            "no configuration file (--dev): running on the built-in defaults (and any "
-            "PUSHGATE_* variables): SQLite at %s; give --config PATH for anything but a quick "
-            "look",
-            settings.database.url,
-        )
+        warn_built_in_defaults(settings)
     try:
-        asyncio.run(serve(settings, role))
+        asyncio.run(serve(settings, role, reuse_port=reuse_port))
     except StartupError as exc:
         log.error("%s", exc)
         return 2

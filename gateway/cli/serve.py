@@ -20,14 +20,28 @@ from gateway.config import CONFIG_ENV
     help="Deliver and run the scheduler only; HTTP serves /healthz, /readyz and /metrics.",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="HTTP API processes sharing server.port (SO_REUSEPORT); the first also delivers.",
+)
+@click.option(
     "--dev",
     is_flag=True,
     help="Start without a configuration file, on the built-in defaults (no API keys, no apps).",
 )
-def serve(config_path: Path | None, api_only: bool, worker_only: bool, dev: bool) -> None:
+def serve(
+    config_path: Path | None, api_only: bool, worker_only: bool, processes: int, dev: bool
+) -> None:
     """Run the gateway (HTTP API, delivery worker and scheduler)."""
     if api_only and worker_only:
         raise click.UsageError("--api-only and --worker-only exclude each other; give at most one")
+    if worker_only and processes > 1:
+        raise click.UsageError(
+            "--processes starts API processes and --worker-only serves no API; on PostgreSQL, "
+            "start several --worker-only processes to deliver in parallel"
+        )
     # A deployment may configure everything through PUSHGATE_* variables (a container, say):
     # that is a configuration too.
     configured_by_environment = any(
@@ -47,4 +61,11 @@ def serve(config_path: Path | None, api_only: bool, worker_only: bool, dev: bool
     from gateway.server import run  # noqa: PLC0415
 
     role = Role.API if api_only else Role.WORKER if worker_only else Role.ALL
-    raise SystemExit(run(settings, role, built_in_defaults=dev and config_path is None))
+    built_in_defaults = dev and config_path is None
+    if processes > 1:
+        from gateway.processes import serve_processes  # noqa: PLC0415
+
+        raise SystemExit(
+            serve_processes(settings, role, processes, built_in_defaults=built_in_defaults)
+        )
+    raise SystemExit(run(settings, role, built_in_defaults=built_in_defaults))
