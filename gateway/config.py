@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.providers.base import AppProfile
 from gateway.providers.registry import PROVIDERS
+from policies.permission import PermissionSettings
 from policies.settings import (
     BEHAVIORAL_DEFAULT_OPT_IN,
     DEFAULT_FREQUENCY_CAPS,
@@ -338,6 +339,33 @@ class LoggingConfig(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+_PERMISSION_DEFAULTS = PermissionSettings()
+
+
+class PermissionConfig(_Section):
+    """``[permission]``: when an app may show its soft ask or its Settings screen (the limits
+    themselves are checked by :class:`policies.PermissionSettings`)."""
+
+    decline_cooldown_days: int = _PERMISSION_DEFAULTS.decline_cooldown_days
+    max_soft_asks: int = _PERMISSION_DEFAULTS.max_soft_asks
+    settings_prompt_cooldown_days: int = _PERMISSION_DEFAULTS.settings_prompt_cooldown_days
+    max_settings_prompts: int = _PERMISSION_DEFAULTS.max_settings_prompts
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> PermissionConfig:
+        self.rules()  # its ValueError names the key
+        return self
+
+    def rules(self) -> PermissionSettings:
+        """The pure soft-ask rules' view of this section."""
+        return PermissionSettings(
+            decline_cooldown_days=self.decline_cooldown_days,
+            max_soft_asks=self.max_soft_asks,
+            settings_prompt_cooldown_days=self.settings_prompt_cooldown_days,
+            max_settings_prompts=self.max_settings_prompts,
+        )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -359,6 +387,7 @@ class Settings(BaseSettings):
     tokens: TokensConfig = TokensConfig()
     retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
+    permission: PermissionConfig = PermissionConfig()
 
     @classmethod
     def settings_customise_sources(

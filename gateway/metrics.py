@@ -119,6 +119,14 @@ class Metrics:
             registry=delivery,
         )
 
+        self.permission_events = Counter(
+            "pushgate_permission_events",
+            "Permission events stored, by app, platform, event and result (empty when none); "
+            "a repeated event_id is not counted again",
+            ["app", "platform", "event", "result"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         folder = os.environ.get(MULTIPROCESS_DIR_ENV)
         if folder:  # one of several processes: answer for all of them

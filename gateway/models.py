@@ -1,4 +1,5 @@
-"""Tables the gateway owns: preferences, notifications, deliveries and idempotency records.
+"""Tables the gateway owns: preferences, notifications, deliveries, idempotency records, and
+users' permission history with its funnel rollup.
 
 Devices and the token audit trail belong to :mod:`tokens.models`. The notification and delivery
 rows are also the durable queue: their ``status`` columns, and the deliveries' leases, are the
@@ -7,7 +8,7 @@ journal that a restarted or second process picks work up from.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -197,3 +198,106 @@ class ReadinessProbe(SQLModel, table=True):
 
     id: int = Field(primary_key=True)
     checked_at: datetime = Field(sa_column=utc_column())
+
+
+class PermissionEventSource(StrEnum):
+    """Who put a permission event in a user's history."""
+
+    REPORTED = "reported"  # the app's backend reported it (POST .../permission-events)
+    REGISTRATION = "registration"  # a device registration changed the device's permission
+
+
+class PermissionEventRecord(SQLModel, table=True):
+    """One event of a user's permission history for an app (see :mod:`policies.permission`).
+
+    Immutable once stored. Besides what was reported it keeps what the funnel counts it as:
+    ``funnel_step`` (null for a permission change seen at registration, which answers no prompt)
+    and ``re_enabled`` (it turned a ``denied`` device ``granted``), so the funnel never has to
+    work either out again.
+    """
+
+    __tablename__ = "permission_events"
+    __table_args__ = (
+        # a repeated event_id of the user in the app answers with the first record
+        sa.UniqueConstraint("user_id", "app", "event_id", name="uq_permission_events_event_id"),
+        # the soft ask reads one user's history for an app and platform, in order
+        sa.Index("ix_permission_events_history", "user_id", "app", "platform", "at"),
+        # the funnel reads the events of the partial days at the edges of its window
+        sa.Index("ix_permission_events_app_at", "app", "at"),
+    )
+
+    # 64-bit: an event log outgrows 2^31 rows; SQLite's rowid (an INTEGER key) already is
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    user_id: str = Field(max_length=128)
+    app: str = Field(max_length=64)
+    platform: str = Field(max_length=16)
+    event: str = Field(max_length=32)
+    result: str | None = Field(default=None, max_length=16)
+    device_id: str | None = Field(default=None, max_length=36)
+    event_id: str | None = Field(default=None, max_length=128)
+    source: str = Field(max_length=16)
+    reported_by: str = Field(max_length=64)  # the API key's name
+    # the device's permission before this event set it; null when it set none
+    previous_permission: str | None = Field(default=None, max_length=16)
+    funnel_step: str | None = Field(default=None, max_length=32)
+    re_enabled: bool = False
+    at: datetime = Field(sa_column=utc_column())
+    recorded_at: datetime = Field(sa_column=utc_column())
+
+
+class PermissionFunnelDay(SQLModel, table=True):
+    """The funnel's rollup: this user reached this step of the app's funnel on this UTC day.
+
+    One row per (app, day, platform, step, user), written as each event is stored (a second
+    event of the same user, step and day adds nothing). Distinct users per step over whole days
+    is then a ``COUNT(DISTINCT user_id)`` over a range of this key, without touching the events;
+    see :mod:`gateway.services.permission` for how a window's partial days are counted.
+    """
+
+    __tablename__ = "permission_funnel_days"
+    __table_args__ = (
+        # forgetting a user
+        sa.Index("ix_permission_funnel_days_user", "user_id", "app"),
+    )
+
+    # the key's order is the query's: one app, a range of days, then platform and step
+    app: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    platform: str = Field(primary_key=True, max_length=16)
+    step: str = Field(primary_key=True, max_length=32)
+    user_id: str = Field(primary_key=True, max_length=128)
+
+
+ALL_PLATFORMS = "all"
+"""``permission_funnel_users.scope`` of the rows that count a user on any platform."""
+
+
+class PermissionFunnelUser(SQLModel, table=True):
+    """The funnel's rollup for windows without an end: the last UTC day this user reached this
+    step of the app's funnel, on one platform (``scope`` is the platform) and on any
+    (``scope`` is ``all``).
+
+    Users who reached a step since day D are then the rows with ``last_day >= D``: a count over
+    a range of an index, without collecting distinct users. Written as each event is stored
+    (the later day wins, whatever order events arrive in).
+    """
+
+    __tablename__ = "permission_funnel_users"
+    __table_args__ = (
+        # the funnel since a day: one range per app and scope, the step read from the index
+        sa.Index("ix_permission_funnel_users_last_day", "app", "scope", "last_day", "step"),
+    )
+
+    # the key leads with the user: the rollup's upserts and forgetting a user look them up
+    user_id: str = Field(primary_key=True, max_length=128)
+    app: str = Field(primary_key=True, max_length=64)
+    scope: str = Field(primary_key=True, max_length=16)
+    step: str = Field(primary_key=True, max_length=32)
+    last_day: date

@@ -43,6 +43,7 @@ from gateway.services.devices import DeviceService
 from gateway.services.intake import Intake
 from gateway.services.maintenance import MaintenanceService
 from gateway.services.notifications import NotificationService
+from gateway.services.permission import PermissionService
 from gateway.services.preferences import PreferenceService
 from gateway.services.users import UserService
 from tokens.feedback import InvalidationGuard
@@ -212,6 +213,7 @@ async def build_runtime(
             preferences=PreferenceService(context),
             users=UserService(context),
             maintenance=maintenance,
+            permission=PermissionService(context),
         )
         jobs = (
             GatewayJobs(context, worker, maintenance, skip_locked=skip_locked)

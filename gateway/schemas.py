@@ -25,8 +25,10 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     create_model,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -35,6 +37,13 @@ from gateway.config import parse_hhmm, validate_timezone_name
 from gateway.errors import FieldError, InvalidTimezone, InvalidToken, ValidationFailed
 from gateway.providers.registry import provider_for
 from policies import parse_send_at_local
+from policies.permission import (
+    OsPromptResult,
+    PermissionEventKind,
+    SoftAskAction,
+    SoftAskReason,
+    event_result_problem,
+)
 from policies.tiers import Tier
 from tokens.models import Environment, Permission, Platform
 
@@ -108,10 +117,17 @@ def _id_schema(what: str, max_length: int) -> WithJsonSchema:
     )
 
 
-def _user_id(value: str) -> str:
-    if len(value) > MAX_USER_ID_LENGTH or not _ID.fullmatch(value):
-        raise PydanticCustomError("invalid_request", _id_rule("a user id", MAX_USER_ID_LENGTH))
-    return value
+def _id_rules(what: str, max_length: int) -> tuple[AfterValidator, WithJsonSchema]:
+    """The check and the schema of an id a caller chooses (a user, an event, an app as a path
+    names it): printable text of at most ``max_length`` characters, refused with a message that
+    states the rule."""
+
+    def check(value: str) -> str:
+        if len(value) > max_length or not _ID.fullmatch(value):
+            raise PydanticCustomError("invalid_request", _id_rule(what, max_length))
+        return value
+
+    return AfterValidator(check), _id_schema(what, max_length)
 
 
 def is_resource_id(value: str) -> bool:
@@ -195,13 +211,16 @@ def check_device_token(platform: Platform, token: str) -> str:
 
 
 TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
-UserId = Annotated[StrictStr, AfterValidator(_user_id), _id_schema("a user id", MAX_USER_ID_LENGTH)]
+UserId = Annotated[StrictStr, *_id_rules("a user id", MAX_USER_ID_LENGTH)]
 ResourceId = Annotated[
     StrictStr, AfterValidator(_resource_id), _id_schema("an id", MAX_RESOURCE_ID_LENGTH)
 ]
 """The id of a device or a notification, as a path names it: the wrong shape is a 422, a
 well-formed id that names nothing a 404."""
 AppId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AppPathId = Annotated[StrictStr, *_id_rules("an app id", 64)]
+"""An app as a path names it (``/v1/apps/{app}/...``): an app the gateway does not serve is a
+404 (or a 403 for a key limited to other apps)."""
 HHMM = Annotated[
     str,
     AfterValidator(_hhmm),
@@ -232,9 +251,11 @@ PATH_PARAMETERS: dict[str, Any] = {
     "user_id": UserId,
     "device_id": ResourceId,
     "notification_id": ResourceId,
+    "app": AppPathId,
 }
 """What each ``{placeholder}`` of a route's path must hold. A route naming a placeholder missing
 here does not load: every id a path carries is validated like the ids of a body."""
+EventId = Annotated[StrictStr, *_id_rules("an event id", MAX_USER_ID_LENGTH)]
 
 
 class _Body(BaseModel):
@@ -476,6 +497,145 @@ class UserNotificationsQuery(PageQuery):
 class NotificationPage(BaseModel):
     notifications: list[NotificationOut] = Field(description="newest first")
     next_cursor: str | None = Field(description="for the next page; null on the last one")
+
+
+# --- permission ----------------------------------------------------------------------------
+
+
+class PermissionEventReport(_Body):
+    """One thing that happened on a user's way to notification permission, as the app reports
+    it (``POST /v1/users/{user_id}/permission-events``)."""
+
+    app: AppId | None = Field(default=None, description="may be left out when one app exists")
+    event: PermissionEventKind
+    device_id: ResourceId | None = Field(
+        default=None, description="the user's device of this app the event happened on"
+    )
+    platform: Platform | None = Field(
+        default=None,
+        validate_default=True,
+        description="required without device_id; with it, must be the device's",
+    )
+    result: OsPromptResult | None = Field(
+        default=None,
+        validate_default=True,
+        description="the user's answer: given for os_prompt_result, and only for it",
+    )
+    at: Instant | None = Field(
+        default=None, description="when it happened (default: now); at most 5 minutes ahead"
+    )
+    event_id: EventId | None = Field(
+        default=None,
+        description="the app's id for this event: sending it again answers with the first record",
+    )
+
+    @field_validator("platform")
+    @classmethod
+    def _platform_without_device(
+        cls, value: Platform | None, info: ValidationInfo
+    ) -> Platform | None:
+        # device_id is absent from info.data when it failed validation itself: say nothing then
+        if value is None and "device_id" in info.data and info.data["device_id"] is None:
+            raise PydanticCustomError("invalid_request", "platform is required without device_id")
+        return value
+
+    @field_validator("result")
+    @classmethod
+    def _result_goes_with_event(
+        cls, value: OsPromptResult | None, info: ValidationInfo
+    ) -> OsPromptResult | None:
+        event = info.data.get("event")
+        problem = event_result_problem(event, value) if event is not None else None
+        if problem is not None:
+            raise PydanticCustomError("invalid_request", problem)
+        return value
+
+
+class PermissionEventOut(_Out):
+    id: int
+    user_id: str
+    app: str
+    platform: Platform
+    event: PermissionEventKind
+    result: OsPromptResult | None
+    device_id: str | None
+    at: datetime
+    event_id: str | None
+    source: Literal["reported", "registration"] = Field(
+        description="reported: by the app; registration: a device registered with a new permission"
+    )
+    reported_by: str = Field(description="the name of the API key that reported it")
+    recorded_at: datetime
+
+
+class SoftAskQuery(_Body):
+    app: AppId | None = Field(default=None, description="may be left out when one app exists")
+    platform: Platform
+
+
+class SoftAskOut(BaseModel):
+    action: SoftAskAction
+    reason: SoftAskReason
+    retry_at: datetime | None = Field(
+        description="while a cooldown runs, when it ends; null when only something new "
+        "(a value moment, an answer) can change the answer"
+    )
+
+
+class FunnelQuery(_Body):
+    since: Instant | None = Field(
+        default=None, description="start, included (default: 30 days before until, or now)"
+    )
+    until: Instant | None = Field(
+        default=None, description="end, excluded (default: none, every event since counts)"
+    )
+    platform: Platform | None = Field(default=None, description="default: both")
+
+
+class FunnelCounts(BaseModel):
+    """Distinct users who reached each step in the window."""
+
+    value_moment: int
+    soft_ask_shown: int
+    soft_ask_accepted: int
+    soft_ask_declined: int
+    os_prompt_shown: int
+    os_granted: int
+    os_denied: int
+    os_provisional: int
+    settings_prompt_shown: int
+    re_enabled: int = Field(description="users with a device that went from denied to granted")
+
+
+class FunnelRates(BaseModel):
+    """Ratios of the counts; null when the divisor is 0."""
+
+    soft_ask_acceptance: float | None = Field(description="soft_ask_accepted / soft_ask_shown")
+    os_grant_after_soft_ask: float | None = Field(description="os_granted / soft_ask_accepted")
+    opt_in: float | None = Field(description="os_granted / soft_ask_shown")
+
+
+class FunnelOut(BaseModel):
+    app: str
+    platform: Platform | None
+    since: datetime
+    until: datetime | None = Field(description="null: no end, every event since counts")
+    counts: FunnelCounts
+    rates: FunnelRates
+
+
+class MissedQuery(_Body):
+    app: AppId | None = Field(default=None, description="default: every app the key may use")
+    since: Instant | None = Field(default=None, description="default: 30 days ago")
+
+
+class MissedOut(BaseModel):
+    """The user's notifications dropped because no device of theirs could take them."""
+
+    since: datetime
+    total: int
+    by_tier: dict[Tier, int]
+    by_category: dict[str, int] = Field(description="only notifications that had a category")
 
 
 class ProblemField(BaseModel):

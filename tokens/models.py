@@ -129,6 +129,7 @@ class TokenEventKind(StrEnum):
     STALE = "stale"
     UNREGISTERED = "unregistered"
     PURGED = "purged"
+    PERMISSION = "permission"  # the device's notification permission changed; reason: the new one
 
 
 class TokenEvent(SQLModel, table=True):

@@ -14,6 +14,8 @@ Rules, as :func:`register_device` applies them:
 - ``replaces`` names the token this one supersedes (the OS rotated it); the old one is retired
   as ``invalid`` with reason ``replaced`` and handed back, so the gateway can move its pending
   deliveries to the new device.
+- A change of a device's notification permission, at registration or from the answer to the OS
+  prompt (:func:`change_permission`), leaves a ``permission`` audit event naming the new one.
 """
 
 from __future__ import annotations
@@ -53,13 +55,21 @@ class Registration:
 
     ``created``: the token was new (HTTP 201). ``retired``: the device ``replaces`` named, now
     invalid; its pending deliveries belong to ``device`` from now on. ``previous_user_id``: the
-    user the token belonged to before it moved to this one.
+    user the token belonged to before it moved to this one. ``previous_permission``: the
+    device's permission before this registration (None for a new device).
     """
 
     device: Device
     created: bool
     retired: Device | None = None
     previous_user_id: str | None = None
+    previous_permission: str | None = None
+
+    @property
+    def permission_changed(self) -> bool:
+        """The registration gave the device a permission it did not have (a new device counts
+        when it arrives with one it reports)."""
+        return self.device.permission != (self.previous_permission or Permission.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ async def register_device(
         permission=permission,
     )
     previous_user_id: str | None = None
+    previous_permission = None if created else device.permission
     if created:
         record_event(session, device, TokenEventKind.REGISTERED, now=now, actor=actor)
         log.info("registered %s token …%s for app %s", platform, token_suffix(token), app)
@@ -161,7 +172,7 @@ async def register_device(
         if locale is not None:
             device.locale = locale
         if permission is not None:
-            device.permission = permission
+            change_permission(session, device, permission, now=now, actor=actor)
 
     retired = None
     if replaces is not None and replaces != token:
@@ -170,8 +181,71 @@ async def register_device(
         )
     await session.flush()
     return Registration(
-        device=device, created=created, retired=retired, previous_user_id=previous_user_id
+        device=device,
+        created=created,
+        retired=retired,
+        previous_user_id=previous_user_id,
+        previous_permission=previous_permission,
     )
+
+
+def change_permission(
+    session: AsyncSession, device: Device, permission: str, *, now: datetime, actor: str
+) -> bool:
+    """Give ``device`` the notification ``permission``; True when that changed it.
+
+    A change is kept in the audit trail (a ``permission`` event whose reason is the new one);
+    the same permission reported again changes nothing and records nothing.
+    """
+    if device.permission == permission:
+        return False
+    device.permission = permission
+    device.updated_at = now
+    record_event(
+        session, device, TokenEventKind.PERMISSION, now=now, actor=actor, reason=permission
+    )
+    return True
+
+
+# Permissions the user has not answered the OS prompt for in full: never asked, or iOS's quiet
+# provisional delivery (the full prompt may still come).
+_UNDECIDED_PERMISSIONS = (Permission.UNKNOWN, Permission.PROVISIONAL)
+
+
+async def grant_undecided_devices(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    app: str,
+    platform: str,
+    now: datetime,
+    actor: str,
+) -> list[Device]:
+    """Mark ``granted`` the user's active devices of ``app`` and ``platform`` whose permission
+    is not decided yet (``unknown`` or ``provisional``); returns the devices changed.
+
+    For a "yes" to the OS prompt that did not say which device asked: one of these did, and
+    which one cannot be told, so all of them take it. A device that reported ``denied`` keeps
+    it: a yes elsewhere does not turn it on. Each device's next registration reports its own
+    permission again, which corrects a guess that was wrong.
+    """
+    result = await session.execute(
+        select(Device)
+        .where(
+            Device.user_id == user_id,
+            Device.app == app,
+            Device.platform == platform,
+            Device.status == DeviceStatus.ACTIVE,
+            col(Device.permission).in_(_UNDECIDED_PERMISSIONS),
+        )
+        .order_by(col(Device.id))
+        .with_for_update()
+    )
+    devices = list(result.scalars())
+    for device in devices:
+        change_permission(session, device, Permission.GRANTED, now=now, actor=actor)
+    await session.flush()
+    return devices
 
 
 async def _find_or_insert(

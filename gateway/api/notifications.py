@@ -10,6 +10,7 @@ from gateway.api.routing import (
     idempotency_claim,
     json_response,
     read_json,
+    read_query,
 )
 from gateway.errors import ValidationFailed
 from gateway.schemas import (
@@ -59,6 +60,6 @@ async def cancel_notification(request: web.Request) -> web.Response:
 
 async def list_user_notifications(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]  # checked against the path's model already
-    query = parse_model(UserNotificationsQuery, dict(request.query))
+    query = read_query(request, UserNotificationsQuery)
     page = await services(request).notifications.of_user(caller(request), user_id, query)
     return json_response(page)

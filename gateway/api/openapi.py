@@ -60,6 +60,21 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
     ]
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One query parameter per field of ``model``, each with its own schema."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        parameter = {"name": name, "in": "query", "required": name in required}
+        description = field_schema.pop("description", None)
+        if description is not None:
+            parameter["description"] = description
+        parameter["schema"] = field_schema
+        parameters.append(parameter)
+    return parameters
+
+
 def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``."""
     routes = list(routes)
@@ -67,6 +82,8 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
     for route in routes:
         if route.request_model is not None:
             models.add(route.request_model)
+        if route.query_model is not None:
+            models.add(route.query_model)  # its enums' schemas are referenced from components
         models.update(model for model in route.responses.values() if model is not None)
     ordered = sorted(models, key=lambda model: model.__name__)
     refs, schema = models_json_schema(
@@ -90,7 +107,8 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
                 f"Needs an API key with the scope {needed}." if needed else "Needs any API key."
             )
         parameters = _path_parameters(route)
-        parameters += _query_parameters(route.query_model)
+        if route.query_model is not None:
+            parameters += _query_parameters(route.query_model)
         parameters += [
             {
                 "name": header,
@@ -140,18 +158,3 @@ def build_openapi(routes: Iterable[Route]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
-
-
-def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
-    """One query parameter per field of ``model``, with its schema and description."""
-    if model is None:
-        return []
-    schema = model.model_json_schema()
-    required = set(schema.get("required", []))
-    parameters = []
-    for name, field in schema["properties"].items():
-        parameter = {"name": name, "in": "query", "required": name in required, "schema": field}
-        if "description" in field:
-            parameter["description"] = field["description"]
-        parameters.append(parameter)
-    return parameters

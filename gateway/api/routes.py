@@ -3,7 +3,7 @@ authentication middleware all read it."""
 
 from __future__ import annotations
 
-from gateway.api import devices, notifications, system, users
+from gateway.api import devices, notifications, permission, system, users
 from gateway.api.routing import IDEMPOTENCY_HEADER, Route
 from gateway.config import Scope
 from gateway.schemas import (
@@ -12,15 +12,23 @@ from gateway.schemas import (
     DeviceList,
     DeviceOut,
     DeviceRegistration,
+    FunnelOut,
+    FunnelQuery,
+    MissedOut,
+    MissedQuery,
     NotificationDetail,
     NotificationOut,
     NotificationPage,
     NotificationRequest,
     PageQuery,
+    PermissionEventOut,
+    PermissionEventReport,
     PreferenceHistory,
     PreferencesOut,
     PreferencesUpdate,
     Problem,
+    SoftAskOut,
+    SoftAskQuery,
     UserNotificationsQuery,
 )
 
@@ -158,6 +166,43 @@ ROUTES: tuple[Route, ...] = (
         "Cancel a deferred or queued notification",
         responses={200: NotificationOut, 409: Problem},
         scopes=(Scope.SEND,),
+    ),
+    Route(
+        "POST",
+        "/v1/users/{user_id}/permission-events",
+        permission.record_permission_event,
+        "Report a step of the user's way to notification permission "
+        "(201 stored; 200 with the first record for a known event_id)",
+        request_model=PermissionEventReport,
+        responses={201: PermissionEventOut, 200: PermissionEventOut},
+        scopes=(Scope.DEVICES,),
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/soft-ask",
+        permission.soft_ask,
+        "Whether the app may show its soft ask, or its Settings screen, to the user now",
+        query_model=SoftAskQuery,
+        responses={200: SoftAskOut},
+        scopes=(Scope.DEVICES,),
+    ),
+    Route(
+        "GET",
+        "/v1/apps/{app}/permission-funnel",
+        permission.permission_funnel,
+        "The opt-in funnel: distinct users per step in a window, and the rates",
+        query_model=FunnelQuery,
+        responses={200: FunnelOut},
+        scopes=(Scope.USERS_READ,),
+    ),
+    Route(
+        "GET",
+        "/v1/users/{user_id}/missed",
+        permission.missed_notifications,
+        "What the user did not receive for lack of a device that could take it",
+        query_model=MissedQuery,
+        responses={200: MissedOut},
+        scopes=(Scope.USERS_READ,),
     ),
 )
 

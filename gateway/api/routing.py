@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -14,12 +14,13 @@ from pydantic import BaseModel
 from gateway.api.json_body import decode_json
 from gateway.api.keys import caller
 from gateway.config import Scope
-from gateway.errors import BadRequest, UnsupportedEncoding
-from gateway.schemas import path_parameters_model
+from gateway.errors import BadRequest, FieldError, UnsupportedEncoding, ValidationFailed
+from gateway.schemas import parse_model, path_parameters_model
 from gateway.services.idempotency import IdempotencyClaim, check_key, request_fingerprint
 from gateway.services.intake import Answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BODY_ENCODINGS = ("identity", "gzip", "deflate")
@@ -75,6 +76,20 @@ async def read_json(request: web.Request) -> Any:
         broken = "" if encoding == "identity" else f"it is not valid {encoding}, or "
         raise BadRequest(f"the request body could not be read: {broken}it was cut short") from None
     return decode_json(raw)
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    """The query string as ``model``: 422 naming each parameter that is invalid, unknown (a
+    misspelt filter must not silently widen the answer) or given twice."""
+    query = request.rel_url.query
+    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
+    if repeated:
+        message = "give each query parameter once"
+        raise ValidationFailed(
+            f"{', '.join(repeated)}: {message}",
+            errors=[FieldError(field=name, message=message) for name in repeated],
+        )
+    return parse_model(model, dict(query))
 
 
 def idempotency_claim(request: web.Request, payload: Any) -> IdempotencyClaim | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.keys import caller, services
-from gateway.api.routing import json_response, read_json
+from gateway.api.routing import json_response, read_json, read_query
 from gateway.schemas import PageQuery, PreferencesUpdate, parse_model
 
 
@@ -33,7 +33,7 @@ async def patch_preferences(request: web.Request) -> web.Response:
 
 
 async def preference_history(request: web.Request) -> web.Response:
-    page = parse_model(PageQuery, dict(request.query))
+    page = read_query(request, PageQuery)
     history = await services(request).preferences.history(
         caller(request), request.match_info["user_id"], page
     )

@@ -6,6 +6,7 @@ import click
 
 from gateway.cli.db import db
 from gateway.cli.operator import deferred, notifications, tokens
+from gateway.cli.permission import permission
 from gateway.cli.serve import serve
 
 
@@ -20,6 +21,7 @@ cli.add_command(db)
 cli.add_command(tokens)
 cli.add_command(notifications)
 cli.add_command(deferred)
+cli.add_command(permission)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from gateway.services.context import ServiceContext
 from gateway.services.devices import DeviceService
 from gateway.services.maintenance import MaintenanceService
 from gateway.services.notifications import NotificationService
+from gateway.services.permission import PermissionService
 from gateway.services.preferences import PreferenceService
 from gateway.services.users import UserService
 
@@ -31,6 +32,7 @@ class Services:
     preferences: PreferenceService
     users: UserService
     maintenance: MaintenanceService
+    permission: PermissionService
 
     async def unready_reason(self) -> str | None:
         """Why this process cannot take work now (what ``/readyz`` reports), or None: the

@@ -76,6 +76,6 @@ def resolve_app(settings: Settings, requested: str | None, caller: Caller) -> st
         raise UnknownApp(f"app {requested!r} is not configured (configured apps: {known})")
     if not caller.may_use_app(requested):
         raise Forbidden(
-            f"API key {caller.name!r} may not send for app {requested!r}", code="app_not_allowed"
+            f"API key {caller.name!r} may not use app {requested!r}", code="app_not_allowed"
         )
     return requested

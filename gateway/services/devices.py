@@ -21,6 +21,7 @@ from gateway.providers.registry import provider_for
 from gateway.schemas import DeviceList, DeviceOut, DeviceRegistration
 from gateway.services.access import Caller, resolve_app
 from gateway.services.context import ServiceContext
+from gateway.services.permission import count_permission_event, record_registration_change
 from tokens import (
     CleanupResult,
     TokenCount,
@@ -90,7 +91,22 @@ class DeviceService:
             )
             if result.retired is not None:
                 await move_pending_deliveries(session, result.retired.id, result.device.id)
+            # the user's permission history also holds what the device reports, so a change
+            # made in the system Settings is in it too
+            permission_event = (
+                await record_registration_change(
+                    session,
+                    result.device,
+                    result.previous_permission,
+                    now=now,
+                    reported_by=caller.name,
+                )
+                if result.permission_changed
+                else None
+            )
             device = DeviceOut.model_validate(result.device)
+        if permission_event is not None:
+            count_permission_event(self._context.metrics, permission_event)
         log.info(
             "device %s %s user=%s app=%s token=…%s",
             "registered" if result.created else "refreshed",

@@ -12,6 +12,7 @@ from gateway.models import Delivery, Notification, Preference, PreferenceChange
 from gateway.services.access import Caller
 from gateway.services.context import ServiceContext
 from gateway.services.idempotency import forget_answers_holding
+from gateway.services.permission import forget_permission_history
 from tokens import forget_user_devices
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,10 @@ class UserService:
 
     async def forget(self, caller: Caller, user_id: str) -> None:
         """Erase a user's data in the apps the caller may touch: their notifications (pending
-        ones are never sent) and devices. A caller limited to some apps leaves the other apps'
-        data alone, and the preferences too, which belong to the user across apps; a caller
-        without an app limit also erases the preferences and their history."""
+        ones are never sent), devices and permission history. A caller limited to some apps
+        leaves the other apps' data alone, and the preferences too, which belong to the user
+        across apps; a caller without an app limit also erases the preferences and their
+        history."""
         now = self._context.clock()
         apps = caller.apps
         async with transaction(self._context.sessions) as session:
@@ -58,11 +60,13 @@ class UserService:
                 await session.execute(
                     sa.delete(PreferenceChange).where(col(PreferenceChange.user_id) == user_id)
                 )
+            permission_events = await forget_permission_history(session, user_id, apps=apps)
         log.info(
-            "forgot user %s%s: %d devices, %d notifications, by %s",
+            "forgot user %s%s: %d devices, %d notifications, %d permission events, by %s",
             user_id,
             f" in apps {', '.join(sorted(apps))}" if apps is not None else "",
             devices,
             len(notification_ids),
+            permission_events,
             caller.name,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -67,6 +68,7 @@ async def test_a_request_id_travels_from_the_request_to_each_delivery(
         "time": accepted["time"],
         "level": "info",
         "logger": "gateway.services.acceptance",
+        "process": os.getpid(),
         "event": "notification.accepted",
         "request_id": "checkout-42",
         "message": accepted["message"],
@@ -97,6 +99,7 @@ async def test_a_request_id_travels_from_the_request_to_each_delivery(
             "time": event["time"],
             "level": "info",
             "logger": "gateway.delivery.worker",
+            "process": os.getpid(),
             "event": "delivery.outcome",
             "request_id": "checkout-42",
             "message": event["message"],
@@ -163,6 +166,7 @@ async def test_a_deferred_notification_keeps_its_request_id_through_release(
         "time": released["time"],
         "level": "info",
         "logger": "gateway.services.release",
+        "process": os.getpid(),
         "event": "notification.released",
         "request_id": "night-1",
         "message": released["message"],

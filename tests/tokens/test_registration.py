@@ -14,6 +14,7 @@ from tokens import (
     apply_report,
     deliverable_devices,
     forget_user_devices,
+    grant_undecided_devices,
     register_device,
     unregister_device,
     user_devices,
@@ -188,3 +189,56 @@ async def test_registration_after_a_410_reactivates(sessions: Sessions) -> None:
         await apply_report(session, device.id, dead, now=T0 + timedelta(hours=1), actor="w")
     again = await register(sessions, T0 + timedelta(hours=2))
     assert again.device.status == DeviceStatus.ACTIVE
+
+
+async def test_a_permission_change_is_kept_in_the_audit_trail(sessions: Sessions) -> None:
+    first = await register(sessions, permission="granted")
+    same = await register(sessions, T0 + timedelta(hours=1), permission="granted")
+    changed = await register(sessions, T0 + timedelta(hours=2), permission="denied")
+
+    assert (first.previous_permission, first.permission_changed) == (None, True)
+    assert (same.previous_permission, same.permission_changed) == ("granted", False)
+    assert (changed.previous_permission, changed.permission_changed) == ("granted", True)
+    assert changed.device.updated_at == T0 + timedelta(hours=2)
+    assert await events(sessions) == [
+        (TokenEventKind.REGISTERED, None),
+        (TokenEventKind.PERMISSION, "denied"),
+    ]
+
+
+async def test_a_new_device_without_a_permission_changes_none(sessions: Sessions) -> None:
+    registration = await register(sessions)
+    assert registration.device.permission == "unknown"
+    assert not registration.permission_changed
+
+
+async def test_a_yes_without_a_device_goes_to_the_undecided_active_devices(
+    sessions: Sessions,
+) -> None:
+    unknown = (await register(sessions)).device
+    provisional = (await register(sessions, token=OTHER, permission="provisional")).device
+    denied = (await register(sessions, token="c" * 64, permission="denied")).device
+    stale = (await register(sessions, token="d" * 64)).device
+    android = (await register(sessions, token="e" * 64, platform="android")).device
+    elsewhere = (await register(sessions, token="f" * 64, app="ride")).device
+    async with sessions() as session, session.begin():
+        device = await session.get(Device, stale.id)
+        assert device is not None
+        device.status = DeviceStatus.STALE
+
+    async with sessions() as session, session.begin():
+        changed = await grant_undecided_devices(
+            session, user_id="u1", app="shop", platform="ios", now=T0, actor="api:test"
+        )
+
+    assert sorted(device.id for device in changed) == sorted([unknown.id, provisional.id])
+    async with sessions() as session:
+        permissions = {d.id: d.permission for d in await user_devices(session, "u1")}
+    assert permissions == {
+        unknown.id: "granted",
+        provisional.id: "granted",
+        denied.id: "denied",
+        stale.id: "unknown",
+        android.id: "unknown",
+        elsewhere.id: "unknown",
+    }
