@@ -91,7 +91,13 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     try:
         yield engine
     finally:
+        # dispose() closes only the connections in the pool: one still checked out would leak
+        # and surface later, in another test, as an "unclosed connection" warning. The usual
+        # cause is an app torn down after its engine: request ``engine`` before
+        # ``aiohttp_client``, whose teardown closes the app.
+        held = engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
         await engine.dispose()
+        assert held == 0, f"{held} connection(s) still in use when the test's engine closed"
 
 
 @pytest.fixture

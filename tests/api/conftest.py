@@ -101,8 +101,8 @@ class GatewayTestServer(TestServer):
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     settings: Settings,
     clock: FakeClock,
 ) -> Client:

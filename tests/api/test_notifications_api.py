@@ -289,7 +289,7 @@ async def test_batch_results_in_order_with_problems(client: Client) -> None:
 
 
 async def test_app_may_be_left_out_with_one_app(
-    aiohttp_client, engine, clock: FakeClock, database_url: str
+    engine, aiohttp_client, clock: FakeClock, database_url: str
 ) -> None:
     settings = make_settings(
         database_url,

@@ -409,8 +409,8 @@ PERMISSION_PATHS = {
 
 @pytest.fixture
 async def scoped_client(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     database_url: str,
     clock: FakeClock,
 ) -> Client:

@@ -120,8 +120,8 @@ async def test_send_at_beyond_the_horizon_is_refused(client: Client, clock: Fake
 
 
 async def test_the_horizon_is_configurable(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     clock: FakeClock,
     database_url: str,
 ) -> None:

@@ -282,8 +282,8 @@ async def test_the_answer_moves_with_the_clock(client: Client, clock: FakeClock)
 
 
 async def test_the_limits_come_from_the_permission_section(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     database_url: str,
     clock: FakeClock,
 ) -> None:

@@ -172,8 +172,8 @@ async def test_the_limit_goes_up_to_200(client: Client) -> None:
 
 
 async def test_listing_needs_the_users_read_scope(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     clock: FakeClock,
     database_url: str,
 ) -> None:

@@ -258,8 +258,8 @@ StartPipeline = Callable[..., Awaitable[Pipeline]]
 
 @pytest.fixture
 async def start_pipeline(
-    aiohttp_client: Callable[..., Awaitable[Client]],
     engine: AsyncEngine,
+    aiohttp_client: Callable[..., Awaitable[Client]],
     clock: FakeClock,
     simulators: Simulators,
     tmp_path: Path,

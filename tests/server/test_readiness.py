@@ -21,7 +21,7 @@ Client = TestClient[web.Request, web.Application]
 
 
 async def test_ready_only_while_the_worker_and_the_scheduler_run(
-    aiohttp_client: Callable[..., Awaitable[Client]], engine: AsyncEngine
+    engine: AsyncEngine, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     settings = make_settings(engine.url.render_as_string(hide_password=False))
     async with build_runtime(settings, role=Role.WORKER, engine=engine) as runtime:
@@ -68,7 +68,7 @@ async def test_ready_only_while_the_worker_and_the_scheduler_run(
 
 
 async def test_the_worker_role_serves_health_and_metrics_only(
-    aiohttp_client: Callable[..., Awaitable[Client]], engine: AsyncEngine
+    engine: AsyncEngine, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     settings = make_settings(engine.url.render_as_string(hide_password=False))
     assert {route.path for route in WORKER_ROUTES} == {"/healthz", "/readyz", "/metrics"}
