@@ -9,6 +9,9 @@ The ceiling is unmodified aioapns sending the same number of notifications, at t
 concurrency, to the same simulator: everything the gateway adds (HTTP, auth, validation, policy,
 storage, the queue, recording) shows as the gap between the two. Runs are interleaved, and each
 run's ratio is taken against the raw run next to it.
+
+Each database is measured with one gateway process and again with ``--processes 2`` (two API
+processes on the port, the first also delivering), to show what a second core buys.
 """
 
 from __future__ import annotations
@@ -92,17 +95,24 @@ async def _raw_run(client: Any, sims: SimulatorProcess, count: int, concurrency:
 
 
 async def measure_database(
-    sims: SimulatorProcess, database_url: str, *, runs: int, count: int, concurrency: int
+    sims: SimulatorProcess,
+    database_url: str,
+    *,
+    runs: int,
+    count: int,
+    concurrency: int,
+    processes: int = 1,
+    first_user: str = "e2e",
 ) -> dict[str, Any]:
     data = settings_data(database_url, sims.sections)
-    async with pushgate_serve(data) as server:  # creates the schema
+    async with pushgate_serve(data, processes=processes) as server:  # creates the schema
         engine = create_engine(make_settings(data).database)
         try:
             # a fresh set of users (each with one device) per run, so no cap or collapse
             # carries over from one run to the next
             batches = []
             for run in range(runs + 1):
-                users = [f"e2e-{run}-{index}" for index in range(count)]
+                users = [f"{first_user}-{run}-{index}" for index in range(count)]
                 for start in range(0, count, 5000):
                     await seed_devices(
                         session_factory(engine), users[start : start + 5000], "ios", system_clock()
@@ -128,6 +138,7 @@ async def measure_database(
     return {
         "count": count,
         "concurrency": concurrency,
+        "processes": processes,
         "gateway_per_second": median([count / seconds for seconds in gateway_seconds]),
         "raw_per_second": median([count / seconds for seconds in raw_seconds]),
         "ratio_to_raw": median(
@@ -141,7 +152,12 @@ async def measure_database(
 
 
 async def measure(*, runs: int, count: int, concurrency: int, folder: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"count": count, "concurrency": concurrency, "databases": {}}
+    result: dict[str, Any] = {
+        "count": count,
+        "concurrency": concurrency,
+        "databases": {},
+        "two_processes": {},
+    }
     async with contextlib.AsyncExitStack() as stack:
         sims = await stack.enter_async_context(SimulatorProcess())
         databases = {"sqlite": sqlite_url(folder, "end-to-end.db")}
@@ -150,5 +166,15 @@ async def measure(*, runs: int, count: int, concurrency: int, folder: Path) -> d
         for name, url in databases.items():
             result["databases"][name] = await measure_database(
                 sims, url, runs=runs, count=count, concurrency=concurrency
+            )
+            # fresh users: the first measurement's are capped by now
+            result["two_processes"][name] = await measure_database(
+                sims,
+                url,
+                runs=runs,
+                count=count,
+                concurrency=concurrency,
+                processes=2,
+                first_user="e2e-2p",
             )
     return result

@@ -301,14 +301,21 @@ class ServerProcess:
 
 
 def pushgate_serve(
-    data: dict[str, Any], *, api_only: bool = False, log_file: Path | None = None
+    data: dict[str, Any],
+    *,
+    api_only: bool = False,
+    log_file: Path | None = None,
+    processes: int = 1,
 ) -> ServerProcess:
-    """The real ``pushgate serve`` (all roles, or ``--api-only``) on a free loopback port."""
+    """The real ``pushgate serve`` (all roles, or ``--api-only``; ``processes`` > 1: that many
+    processes on the port, ``--processes N``) on a free loopback port."""
     port = free_port()
     data = {**data, "server": {"host": "127.0.0.1", "port": port}}
     argv = [str(Path(PYTHON).with_name("pushgate")), "serve"]
     if api_only:
         argv.append("--api-only")
+    if processes > 1:
+        argv += ["--processes", str(processes)]
     return ServerProcess(argv, port, environment=settings_environment(data), log_file=log_file)
 
 

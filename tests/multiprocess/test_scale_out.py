@@ -53,7 +53,8 @@ async def postgres() -> AsyncIterator[tuple[str, AsyncEngine]]:
         await drop_postgres_schema(schema)
 
 
-# ~150 s on 2 cores: release re-evaluates policy row by row (about 7 round trips each)
+# Tens of seconds on 2 cores, most of it the 20k sends through two workers (release works on
+# whole batches: one select, grouped updates).
 @pytest.mark.slow
 async def test_two_workers_release_20k_due_notifications_exactly_once(
     postgres: tuple[str, AsyncEngine], gateways: GatewayFactory, tmp_path: Path
