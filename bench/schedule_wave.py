@@ -21,14 +21,10 @@ its zone), and peak RSS.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import json
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,9 +37,8 @@ from bench.stack import (
     SimulatorProcess,
     make_settings,
     peak_rss_mib,
-    postgres_schema,
+    run_measure_process,
     settings_data,
-    sqlite_url,
 )
 from gateway.db import create_engine, session_factory, transaction, upgrade_database
 from gateway.models import Delivery, Notification, NotificationStatus
@@ -268,25 +263,8 @@ async def run_waves(count: int, database_url: str) -> dict[str, Any]:
     }
 
 
-async def main_async(count: int, database: str, folder: Path, name: str) -> dict[str, Any]:
-    if database == "postgresql":
-        async with postgres_schema() as url:
-            return await run_waves(count, url)
-    return await run_waves(count, sqlite_url(folder, f"{name}.db"))
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--folder", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    for stale in args.folder.glob(f"{args.out.stem}.db*"):  # a fresh database for every run
-        stale.unlink()
-    result = asyncio.run(main_async(args.count, args.database, args.folder, args.out.stem))
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return 0
+    return run_measure_process(run_waves, default_count=2000, doc=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ period for servers), so an interrupted benchmark leaves nothing running.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,32 @@ async def postgres_schema() -> AsyncIterator[str]:
         async with admin.begin() as connection:
             await connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await admin.dispose()
+
+
+def run_measure_process(
+    measure: Callable[[int, str], Awaitable[dict[str, Any]]], *, default_count: int, doc: str
+) -> int:
+    """The ``main`` of a measure :mod:`bench.run` starts in a process of its own (so that its
+    peak RSS is its own): ``--count``, ``--database``, a ``--folder`` for SQLite files and the
+    ``--out`` JSON file. ``measure(count, database_url)`` runs on a fresh database each time."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--count", type=int, default=default_count)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    for stale in args.folder.glob(f"{args.out.stem}.db*"):  # a fresh database for every run
+        stale.unlink()
+
+    async def on_database() -> dict[str, Any]:
+        if args.database == "postgresql":
+            async with postgres_schema() as url:
+                return await measure(args.count, url)
+        return await measure(args.count, sqlite_url(args.folder, f"{args.out.stem}.db"))
+
+    result = asyncio.run(on_database())
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
 
 
 # -- processes -------------------------------------------------------------------------------
