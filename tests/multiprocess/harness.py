@@ -222,6 +222,23 @@ class Seeded:
         return set(self.token_by_notification.values())
 
 
+def active_ios_device(user_id: str, token: str, now: datetime) -> dict[str, Any]:
+    """A ``devices`` row: ``user_id``'s active iOS device in :data:`APP_ID`, with ``token``."""
+    return {
+        "id": str(uuid.uuid4()),
+        "user_id": user_id,
+        "app": APP_ID,
+        "platform": "ios",
+        "token": token,
+        "environment": "production",
+        "permission": "granted",
+        "status": "active",
+        "created_at": now,
+        "last_seen_at": now,
+        "updated_at": now,
+    }
+
+
 async def seed_due_deferred(
     engine: AsyncEngine, *, count: int, now: datetime, chunk: int = 5000
 ) -> Seeded:
@@ -236,21 +253,7 @@ async def seed_due_deferred(
         token = secrets.token_hex(32)
         notification_id = str(uuid.uuid4())
         token_by_notification[notification_id] = token
-        rows_devices.append(
-            {
-                "id": str(uuid.uuid4()),
-                "user_id": user_id,
-                "app": APP_ID,
-                "platform": "ios",
-                "token": token,
-                "environment": "production",
-                "permission": "granted",
-                "status": "active",
-                "created_at": now,
-                "last_seen_at": now,
-                "updated_at": now,
-            }
-        )
+        rows_devices.append(active_ios_device(user_id, token, now))
         rows_notifications.append(
             {
                 "id": notification_id,

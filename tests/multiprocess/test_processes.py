@@ -16,7 +16,6 @@ import re
 import secrets
 import signal
 import socket
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.multiprocess.harness import (
     LISTENING_LINE,
     TOPIC,
     GatewayProcess,
+    active_ios_device,
     all_final,
     devices,
     wait_until,
@@ -104,22 +104,7 @@ async def seed_devices(engine: AsyncEngine, count: int) -> dict[str, str]:
     async with engine.begin() as connection:
         await connection.execute(
             sa.insert(devices),
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "user_id": user,
-                    "app": APP_ID,
-                    "platform": "ios",
-                    "token": token,
-                    "environment": "production",
-                    "permission": "granted",
-                    "status": "active",
-                    "created_at": now,
-                    "last_seen_at": now,
-                    "updated_at": now,
-                }
-                for user, token in tokens.items()
-            ],
+            [active_ios_device(user, token, now) for user, token in tokens.items()],
         )
     return tokens
 
