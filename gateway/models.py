@@ -133,6 +133,8 @@ class Delivery(SQLModel, table=True):
             "notification_id", "device_id", name="uq_deliveries_notification_device"
         ),
         sa.Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
+        # the console's last 24 hours of deliveries: a range of the time they last changed
+        sa.Index("ix_deliveries_updated_at", "updated_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -301,3 +303,22 @@ class PermissionFunnelUser(SQLModel, table=True):
     scope: str = Field(primary_key=True, max_length=16)
     step: str = Field(primary_key=True, max_length=32)
     last_day: date
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in operator console: the browser holds a random token in a cookie, and only its
+    sha256 is kept here, so a copy of this table opens no console.
+
+    The session names the API key it was opened with (its name and a digest of the key's own
+    stored digest); each request reads that key's current scopes and app limits from the
+    configuration, so a key removed, rotated or narrowed there takes its sessions with it.
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    key_name: str = Field(max_length=64)
+    key_fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=utc_column())
+    # expired sessions are deleted as new ones are opened
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
