@@ -27,7 +27,12 @@ from gateway.errors import FieldError, Forbidden, GatewayError, Unauthorized, Va
 from gateway.runtime import Runtime
 from gateway.schemas import FunnelQuery, PageQuery, UserId, UserNotificationsQuery
 from gateway.services.access import Caller, KeyRing
-from gateway.services.console import DEFER_REASONS, QueueFilter, parse_tier
+from gateway.services.console import (
+    DEFER_REASONS,
+    SESSION_LIFETIME,
+    QueueFilter,
+    parse_tier,
+)
 from policies import Tier
 
 log = logging.getLogger(__name__)
@@ -158,7 +163,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
 async def _login_form(request: web.Request) -> web.StreamResponse:
     if await _viewer(request) is not None:
         raise web.HTTPSeeOther(HOME_PATH)
-    return _render(request, "login.html")
+    return _render(request, "login.html", error=None)
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
@@ -180,7 +185,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
             )
     except GatewayError as error:
         return _render(request, "login.html", status=error.status, error=error.detail)
-    token, expires_at = await _runtime(request).services.console.open_session(
+    token, _expires_at = await _runtime(request).services.console.open_session(
         caller.name, fingerprint
     )
     log.info("console session opened for key %s", caller.name)
@@ -189,7 +194,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
         SESSION_COOKIE,
         token,
         path=CONSOLE_PREFIX,
-        max_age=max(1, int((expires_at - datetime.now(UTC)).total_seconds())),
+        max_age=int(SESSION_LIFETIME.total_seconds()),
         httponly=True,
         samesite="Strict",
         secure=request.secure or None,
