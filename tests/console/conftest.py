@@ -4,7 +4,7 @@ to one app, and the known traffic of :mod:`bench.console_traffic`."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +13,10 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.console_traffic import KnownTraffic, seed_known_traffic
-from gateway.api.app import create_app
+from gateway.api.app import create_app, init_app
 from gateway.api.keys import SERVICES
 from gateway.config import Settings
+from gateway.runtime import Role, Runtime, build_runtime
 from tests.api.conftest import FakeClock, GatewayTestServer, make_settings, sha
 
 READER_KEY = "console-reader-key"
@@ -99,3 +100,16 @@ def cell(text: str, pattern: str) -> str:
     found = re.search(pattern + r"[^>]*>([^<]*)<", text)
     assert found is not None, pattern
     return found.group(1).strip()
+
+
+@pytest.fixture
+async def delivering_console(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    engine: AsyncEngine,
+    settings: Settings,
+    clock: FakeClock,
+) -> AsyncIterator[tuple[Client, Runtime]]:
+    """The console of a process that delivers (its worker built, not running): the breakers
+    and the mass-invalidation guard it shows are this runtime's."""
+    async with build_runtime(settings, role=Role.ALL, engine=engine, clock=clock) as runtime:
+        yield await aiohttp_client(GatewayTestServer(init_app(runtime))), runtime
