@@ -58,7 +58,7 @@ SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes forms send Origin: null
     "Cache-Control": "no-store",
 }
 STATIC_TYPES = {"console.css": "text/css", "console.js": "text/javascript"}
