@@ -76,7 +76,7 @@ def stacked_columns(
     top = max((sum(v.values()) for v in values), default=0)
     top = _nice_ceiling(top)
     step = (width - left - right) / max(len(labels), 1)
-    bar = step * 0.72
+    bar = min(step * 0.72, 64.0)  # few columns stay bars, not slabs
     scale = (plot_bottom - plot_top) / top
     columns = []
     for i, (label, counts) in enumerate(zip(labels, values, strict=True)):
@@ -142,14 +142,14 @@ def horizontal_bars(
 
 
 def _nice_ceiling(value: int) -> int:
-    """The smallest of 1, 2, 4, 5 or 10 times a power of ten that is at least ``value`` (at
-    least 4, so the four ticks are whole numbers)."""
+    """The smallest of 1, 2, 4, 6, 8 or 10 times a power of ten that is at least ``value`` (at
+    least 4): from 10 up, the four ticks are whole numbers."""
     if value <= 4:
         return 4
     magnitude = 1
     while magnitude * 10 < value:
         magnitude *= 10
-    for factor in (1, 2, 4, 5, 10):
+    for factor in (1, 2, 4, 6, 8, 10):
         if factor * magnitude >= value:
             return factor * magnitude
     return 10 * magnitude
