@@ -432,3 +432,54 @@ async def _seed_funnel(services: Services, operator: Caller, now: datetime) -> N
                 {"app": "demo", "platform": platform, "at": at + timedelta(minutes=n), **event}
             )
             await services.permission.record(operator, user_id, report)
+
+
+WAVE_ZONES = (
+    # (zone, UTC hour its quiet hours end at 08:00 local on 2026-06-15/16, notifications)
+    ("Asia/Tokyo", 23, 380),
+    ("Australia/Sydney", 22, 210),
+    ("Asia/Kolkata", 2, 260),  # 08:00 IST is 02:30 UTC
+    ("Europe/Berlin", 6, 520),
+    ("Europe/London", 7, 340),
+    ("America/Sao_Paulo", 11, 150),
+    ("America/New_York", 12, 610),
+    ("America/Chicago", 13, 240),
+    ("America/Los_Angeles", 15, 430),
+)
+
+
+async def seed_waves(engine: AsyncEngine, now: datetime) -> None:
+    """A day of quiet-hours waves as a global app sees them (each zone released from 08:00
+    local over the release spread), and scheduled sends spread over the afternoon: the picture
+    the README's screenshot shows."""
+    rows = []
+    for zone, hour, count in WAVE_ZONES:
+        day = now if hour >= now.hour else now + timedelta(days=1)
+        start = day.replace(hour=hour, minute=30 if zone == "Asia/Kolkata" else 0)
+        spread = 30 * 60 / count
+        rows += [
+            notification_row(
+                now,
+                app="demo" if i % 3 else "other",
+                tier="promotional" if i % 4 == 0 else "behavioral",
+                status="deferred",
+                reason="quiet_hours",
+                deliver_at=start + timedelta(seconds=i * spread),
+                zone=zone,
+            )
+            for i in range(count)
+        ]
+    for i in range(300):
+        rows.append(
+            notification_row(
+                now,
+                app="demo",
+                tier="transactional" if i % 2 else "behavioral",
+                status="deferred",
+                reason="scheduled",
+                deliver_at=now + timedelta(hours=2 + (i % 8), minutes=i % 60),
+                zone="Europe/Berlin",
+            )
+        )
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(Notification.__table__), rows)  # type: ignore[attr-defined]
