@@ -25,7 +25,13 @@ from gateway.console.charts import horizontal_bars, stacked_columns
 from gateway.console.words import decision_in_words
 from gateway.errors import FieldError, Forbidden, GatewayError, Unauthorized, ValidationFailed
 from gateway.runtime import Runtime
-from gateway.schemas import FunnelQuery, PageQuery, UserId, UserNotificationsQuery
+from gateway.schemas import (
+    FunnelQuery,
+    PageQuery,
+    UserId,
+    UserNotificationsQuery,
+    parse_model,
+)
 from gateway.services.access import Caller, KeyRing
 from gateway.services.console import (
     DEFER_REASONS,
@@ -386,11 +392,15 @@ async def _funnel(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     if until is not None and until < since:
         message = "the last day must not be before the first"
         raise ValidationFailed(message, errors=[FieldError("until", message)])
+    if until is not None and until >= date.max - timedelta(days=1):
+        message = f"the last day must be before {date.max.isoformat()}"
+        raise ValidationFailed(message, errors=[FieldError("until", message)])
     if app is None:
         raise Forbidden(
             f"API key {viewer.caller.name!r} may see no configured app", code="app_not_allowed"
         )
-    query = FunnelQuery.model_validate(
+    query = parse_model(
+        FunnelQuery,
         {
             "since": datetime.combine(since, time(), tzinfo=UTC),
             # the last day is included: the window ends when it does
@@ -398,7 +408,7 @@ async def _funnel(request: web.Request, viewer: Viewer) -> dict[str, Any]:
             if until is not None
             else None,
             "platform": platform,
-        }
+        },
     )
     funnel = await runtime.services.permission.funnel(viewer.caller, app, query)
     counts = funnel.counts.model_dump()

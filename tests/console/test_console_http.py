@@ -266,6 +266,22 @@ async def test_a_key_limited_to_one_app_sees_only_that_app(
 # -- malformed input ---------------------------------------------------------------------------
 
 
+async def test_extreme_dates_still_answer(console: Client) -> None:
+    await sign_in(console)
+    text = await page(console, "/console/funnel?since=2000-01-02&until=9999-12-29")
+    assert step(text, "value_moment") == "0"
+    text = await page(console, "/console/funnel?since=0001-01-01", status=422)
+    assert "between 2000 and 9999" in text
+
+
+async def test_a_session_cookie_of_any_shape_is_just_not_signed_in(console: Client) -> None:
+    for value in ("", "x" * 5000, "%00", "../../etc"):
+        console.session.cookie_jar.update_cookies({"pushgate_console": value})
+        await page(console, "/console/deferred", status=303)
+    response = await console.post("/console/login", json={"key": READER_KEY})
+    assert response.status == 422  # a form, not JSON
+
+
 @pytest.mark.parametrize(
     ("path", "status", "says"),
     [
@@ -276,6 +292,8 @@ async def test_a_key_limited_to_one_app_sees_only_that_app(
         ("/console/funnel?since=yesterday", 422, "since must be a date as YYYY-MM-DD"),
         ("/console/funnel?since=2026-06-10&until=2026-06-01", 422, "must not be before"),
         ("/console/funnel?platform=web", 422, "platform must be ios or android"),
+        ("/console/funnel?until=9999-12-31", 422, "the last day must be before"),
+        ("/console/funnel?app=%E2%80%8F", 422, "is not configured"),
         ("/console/users?user_id=two%20words", 422, "no whitespace or control character"),
         ("/console/users?user_id=" + "u" * 129, 422, "1 to 128 characters"),
     ],
