@@ -22,7 +22,7 @@ from gateway.api.request_ids import request_id_middleware
 from gateway.api.routes import ROUTES, WORKER_ROUTES
 from gateway.api.routing import Route
 from gateway.config import Settings
-from gateway.console import CONSOLE_PREFIX, CONSOLE_RUNTIME, console_app
+from gateway.console import CONSOLE_PREFIX, CONSOLE_RUNTIME, mount_console
 from gateway.metrics import Metrics
 from gateway.runtime import Role, Runtime, build_runtime
 
@@ -52,7 +52,7 @@ def _application(
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     if with_console:
-        console_app(app, settings)
+        mount_console(app, settings)
     return app
 
 

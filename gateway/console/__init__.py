@@ -10,6 +10,6 @@ table (:data:`gateway.api.routes.ROUTES`): it answers HTML, authenticates by its
 is left out of ``/openapi.json``, which describes the JSON API alone.
 """
 
-from gateway.console.app import CONSOLE_PREFIX, CONSOLE_RUNTIME, console_app
+from gateway.console.app import CONSOLE_PREFIX, CONSOLE_RUNTIME, mount_console
 
-__all__ = ["CONSOLE_PREFIX", "CONSOLE_RUNTIME", "console_app"]
+__all__ = ["CONSOLE_PREFIX", "CONSOLE_RUNTIME", "mount_console"]

@@ -1,6 +1,6 @@
 """The console's routes: sign-in and sign-out, and the five pages.
 
-Mounted on the API's application by :func:`console_app` under :data:`CONSOLE_PREFIX`; the API's
+Added to the API's application by :func:`mount_console` under :data:`CONSOLE_PREFIX`; the API's
 bearer-key middleware leaves these paths to the session check here. Every page handler parses
 its form, calls services with the signed-in key's :class:`~gateway.services.access.Caller` (so
 its app limits apply in the queries) and renders; a refusal (:class:`GatewayError`) is shown as
@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config import Scope
+from gateway.config import Scope, Settings
 from gateway.console.charts import horizontal_bars, stacked_columns
 from gateway.console.words import decision_in_words
 from gateway.errors import FieldError, Forbidden, GatewayError, Unauthorized, ValidationFailed
@@ -87,7 +87,7 @@ class Viewer:
 PageHandler = Callable[[web.Request, Viewer], Awaitable[dict[str, Any]]]
 
 
-def console_app(app: web.Application, settings: Any) -> None:
+def mount_console(app: web.Application, settings: Settings) -> None:
     """Add the console's routes to ``app`` (whose :data:`CONSOLE_RUNTIME` is set by whoever
     runs it)."""
     app[_KEYS] = KeyRing.from_settings(settings)
