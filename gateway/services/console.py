@@ -244,8 +244,9 @@ class ConsoleService:
         first = now.replace(minute=0, second=0, microsecond=0)
         end = first + timedelta(hours=QUEUE_HOURS)
         conditions: list[ColumnElement[bool]] = [
-            col(Notification.status) == Status.DEFERRED,
-            col(Notification.deliver_at).is_not(None),
+            # a literal, not a parameter: the planner can then read the partial index of
+            # deferred rows (ix_notifications_deferred_console) only when it sees the value
+            col(Notification.status) == sa.literal_column(f"'{Status.DEFERRED.value}'"),
         ]
         limit = self._apps_condition(caller, query.app, col(Notification.app))
         if limit is not None:

@@ -1,5 +1,7 @@
 """console_sessions, and the indexes the operator console reads through: deliveries by the time
-they last changed, devices by app, platform and status, token events by kind and instant
+they last changed, deferred notifications by release time with what the queue groups by (a
+partial index of deferred rows only), devices by app, platform and status, token events by kind
+and instant
 
 Revision ID: 0009
 Revises: 0008
@@ -38,6 +40,14 @@ def upgrade() -> None:
         batch.create_index("ix_console_sessions_expires_at", ["expires_at"], unique=False)
     with op.batch_alter_table("deliveries") as batch:
         batch.create_index("ix_deliveries_updated_at", ["updated_at"], unique=False)
+    with op.batch_alter_table("notifications") as batch:
+        batch.create_index(
+            "ix_notifications_deferred_console",
+            ["deliver_at", "app", "tier", "reason"],
+            unique=False,
+            sqlite_where=sa.text("status = 'deferred'"),
+            postgresql_where=sa.text("status = 'deferred'"),
+        )
     with op.batch_alter_table("devices") as batch:
         batch.create_index(
             "ix_devices_app_platform_status", ["app", "platform", "status"], unique=False
@@ -51,6 +61,8 @@ def downgrade() -> None:
         batch.drop_index("ix_token_events_kind_at")
     with op.batch_alter_table("devices") as batch:
         batch.drop_index("ix_devices_app_platform_status")
+    with op.batch_alter_table("notifications") as batch:
+        batch.drop_index("ix_notifications_deferred_console")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_index("ix_deliveries_updated_at")
     with op.batch_alter_table("console_sessions") as batch:
