@@ -111,6 +111,7 @@ DELIVERY_COLUMNS = [
     "notification_id",
     "device_id",
     "platform",
+    "app",
     "status",
     "attempts",
     "provider_id",
@@ -192,7 +193,7 @@ def _notifications(count: int, rng: random.Random) -> Iterator[tuple[list[Any], 
             latency = rng.expovariate(4.0)
             delivery = [
                 str(uuid.uuid4()), notification_id, str(uuid.uuid4()),
-                "ios" if n % 2 else "android", outcome, 2 if n % 20 == 3 else 1, None, None,
+                "ios" if n % 2 else "android", app, outcome, 2 if n % 20 == 3 else 1, None, None,
                 None, created, None, None, created, created + timedelta(seconds=latency),
             ]  # fmt: skip
         yield row, delivery

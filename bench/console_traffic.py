@@ -125,6 +125,7 @@ def notification_row(
 def delivery_row(
     notification_id: str,
     *,
+    app: str,
     platform: str,
     status: str,
     created_at: datetime,
@@ -137,6 +138,7 @@ def delivery_row(
         "notification_id": notification_id,
         "device_id": str(uuid.uuid4()),
         "platform": platform,
+        "app": app,
         "status": status,
         "attempts": attempts,
         "provider_id": None,
@@ -282,6 +284,7 @@ def _deliveries(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             deliveries.append(
                 delivery_row(
                     notification["id"],
+                    app=app,
                     platform=platform,
                     status=status,
                     created_at=created,

@@ -1,5 +1,5 @@
-"""console_sessions, and the indexes the operator console reads through: deliveries by the time
-they last changed, deferred notifications by release time with what the queue groups by (a
+"""console_sessions; deliveries.app (their notification's app); and the indexes the operator
+console reads through: deliveries by the time they last changed (with what the page counts), deferred notifications by release time with what the queue groups by (a
 partial index of deferred rows only), devices by app, platform and status, token events by kind
 and instant
 
@@ -38,8 +38,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("console_sessions") as batch:
         batch.create_index("ix_console_sessions_expires_at", ["expires_at"], unique=False)
+    # deliveries carry their notification's app, filled in for those already stored
     with op.batch_alter_table("deliveries") as batch:
-        batch.create_index("ix_deliveries_updated_at", ["updated_at"], unique=False)
+        batch.add_column(sa.Column("app", _text(64), nullable=True))
+    op.execute(
+        "UPDATE deliveries SET app = (SELECT notifications.app FROM notifications "
+        "WHERE notifications.id = deliveries.notification_id)"
+    )
+    with op.batch_alter_table("deliveries") as batch:
+        batch.alter_column("app", existing_type=_text(64), nullable=False)
+        batch.create_index(
+            "ix_deliveries_updated_at",
+            ["updated_at", "platform", "app", "status", "attempts", "created_at"],
+            unique=False,
+        )
     with op.batch_alter_table("notifications") as batch:
         batch.create_index(
             "ix_notifications_deferred_console",
@@ -65,6 +77,7 @@ def downgrade() -> None:
         batch.drop_index("ix_notifications_deferred_console")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_index("ix_deliveries_updated_at")
+        batch.drop_column("app")
     with op.batch_alter_table("console_sessions") as batch:
         batch.drop_index("ix_console_sessions_expires_at")
     op.drop_table("console_sessions")
