@@ -90,6 +90,7 @@ class Notification(SQLModel, table=True):
             "app",
             "tier",
             "reason",
+            "status",  # SQLite reads an index alone only when it holds every column named
             sqlite_where=sa.text("status = 'deferred'"),
             postgresql_where=sa.text("status = 'deferred'"),
         ),

@@ -55,7 +55,7 @@ def upgrade() -> None:
     with op.batch_alter_table("notifications") as batch:
         batch.create_index(
             "ix_notifications_deferred_console",
-            ["deliver_at", "app", "tier", "reason"],
+            ["deliver_at", "app", "tier", "reason", "status"],
             unique=False,
             sqlite_where=sa.text("status = 'deferred'"),
             postgresql_where=sa.text("status = 'deferred'"),
