@@ -82,6 +82,18 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         # the release job's scan: due deferred rows in deliver_at order
         sa.Index("ix_notifications_status_deliver_at", "status", "deliver_at"),
+        # the console's deferred queue: only deferred rows, with every column it groups and
+        # filters by, so a day of them is counted from the index alone
+        sa.Index(
+            "ix_notifications_deferred_console",
+            "deliver_at",
+            "app",
+            "tier",
+            "reason",
+            "status",  # SQLite reads an index alone only when it holds every column named
+            sqlite_where=sa.text("status = 'deferred'"),
+            postgresql_where=sa.text("status = 'deferred'"),
+        ),
         # frequency caps count a user's recent notifications per tier
         sa.Index("ix_notifications_user_tier_counted", "user_id", "tier", "counted_at"),
         sa.Index("ix_notifications_collapse", "user_id", "app", "collapse_key"),
@@ -133,6 +145,17 @@ class Delivery(SQLModel, table=True):
             "notification_id", "device_id", name="uq_deliveries_notification_device"
         ),
         sa.Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
+        # the console's last 24 hours of deliveries: a range of the time they last changed,
+        # with every column the page counts, so it is read from the index alone
+        sa.Index(
+            "ix_deliveries_updated_at",
+            "updated_at",
+            "platform",
+            "app",
+            "status",
+            "attempts",
+            "created_at",
+        ),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -146,6 +169,9 @@ class Delivery(SQLModel, table=True):
     )
     device_id: str = Field(max_length=36, index=True)
     platform: str = Field(max_length=16)
+    # the notification's (and the device's) app, kept here so counting a day of deliveries
+    # per app needs no lookup of each one's notification
+    app: str = Field(max_length=64)
     status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
     attempts: int = 0
     provider_id: str | None = Field(default=None, max_length=256)
@@ -301,3 +327,22 @@ class PermissionFunnelUser(SQLModel, table=True):
     scope: str = Field(primary_key=True, max_length=16)
     step: str = Field(primary_key=True, max_length=32)
     last_day: date
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in operator console: the browser holds a random token in a cookie, and only its
+    sha256 is kept here, so a copy of this table opens no console.
+
+    The session names the API key it was opened with (its name and a digest of the key's own
+    stored digest); each request reads that key's current scopes and app limits from the
+    configuration, so a key removed, rotated or narrowed there takes its sessions with it.
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    key_name: str = Field(max_length=64)
+    key_fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=utc_column())
+    # expired sessions are deleted as new ones are opened
+    expires_at: datetime = Field(sa_column=utc_column(index=True))

@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.sandbox import start_sandbox
 from gateway.scheduler import GatewayJobs
 from gateway.services import Services
+from gateway.services.console import ConsoleService
 from gateway.services.context import (
     Clock,
     Dispatch,
@@ -214,6 +215,7 @@ async def build_runtime(
             users=UserService(context),
             maintenance=maintenance,
             permission=PermissionService(context),
+            console=ConsoleService(context),
         )
         jobs = (
             GatewayJobs(context, worker, maintenance, skip_locked=skip_locked)

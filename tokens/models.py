@@ -76,6 +76,8 @@ class Device(SQLModel, table=True):
         sa.Index("ix_devices_status_last_seen", "status", "last_seen_at"),
         # the purge of tokens invalid for more than N days
         sa.Index("ix_devices_status_invalidated", "status", "invalidated_at"),
+        # the console's token counts per app, platform and status, read from the index alone
+        sa.Index("ix_devices_app_platform_status", "app", "platform", "status"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -140,6 +142,8 @@ class TokenEvent(SQLModel, table=True):
     """
 
     __tablename__ = "token_events"
+    # the console's invalidations per day: one kind over a range of days
+    __table_args__ = (sa.Index("ix_token_events_kind_at", "kind", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(max_length=36, index=True)

@@ -22,6 +22,7 @@ from gateway.api.request_ids import request_id_middleware
 from gateway.api.routes import ROUTES, WORKER_ROUTES
 from gateway.api.routing import Route
 from gateway.config import Settings
+from gateway.console import CONSOLE_PREFIX, CONSOLE_RUNTIME, mount_console
 from gateway.metrics import Metrics
 from gateway.runtime import Role, Runtime, build_runtime
 
@@ -29,19 +30,29 @@ from gateway.runtime import Role, Runtime, build_runtime
 def _application(
     settings: Settings, metrics: Metrics, routes: tuple[Route, ...] = ROUTES
 ) -> web.Application:
+    """The API's routes; where it accepts notifications (``routes`` is :data:`ROUTES`), the
+    operator console too, mounted beside the route table: it renders HTML, signs in with its
+    own session cookie and stays out of ``/openapi.json``."""
+    with_console = routes is ROUTES
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
             request_id_middleware,
             metrics.middleware(),
             problem_middleware,
-            auth_middleware(KeyRing.from_settings(settings), routes),
+            auth_middleware(
+                KeyRing.from_settings(settings),
+                routes,
+                own_authentication=(CONSOLE_PREFIX,) if with_console else (),
+            ),
             input_middleware(routes),
         ],
     )
     app[OPENAPI] = build_openapi(routes)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
+    if with_console:
+        mount_console(app, settings)
     return app
 
 
@@ -51,7 +62,7 @@ def init_app(runtime: Runtime) -> web.Application:
     routes = ROUTES if runtime.role.accepts else WORKER_ROUTES
     app = _application(runtime.settings, runtime.metrics, routes)
     app[SERVICES] = runtime.services
-    app[RUNTIME] = runtime
+    app[RUNTIME] = app[CONSOLE_RUNTIME] = runtime
     return app
 
 
@@ -64,7 +75,7 @@ def create_app(settings: Settings, *, role: Role = Role.API, **runtime: Any) -> 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with build_runtime(settings, role=role, metrics=metrics, **runtime) as built:
             app[SERVICES] = built.services
-            app[RUNTIME] = built
+            app[RUNTIME] = app[CONSOLE_RUNTIME] = built
             yield
 
     app.cleanup_ctx.append(lifetime)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from gateway.db import database_ready, storage_unavailable
 from gateway.services.access import Caller
+from gateway.services.console import ConsoleService
 from gateway.services.context import ServiceContext
 from gateway.services.devices import DeviceService
 from gateway.services.maintenance import MaintenanceService
@@ -33,6 +34,7 @@ class Services:
     users: UserService
     maintenance: MaintenanceService
     permission: PermissionService
+    console: ConsoleService
 
     async def unready_reason(self) -> str | None:
         """Why this process cannot take work now (what ``/readyz`` reports), or None: the

@@ -243,6 +243,7 @@ def delivery_row(notification_id: str, device: DeviceState, *, now: datetime) ->
         "notification_id": notification_id,
         "device_id": device.id,
         "platform": device.platform,
+        "app": device.app,
         "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "next_attempt_at": now,

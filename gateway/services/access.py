@@ -8,6 +8,8 @@ same way.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from gateway.config import ApiKeyConfig, Scope, Settings
@@ -62,6 +64,52 @@ class Caller:
                 f"API key {self.name!r} may not send {tier} notifications (allowed: {allowed})",
                 code="tier_not_allowed",
             )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The configured keys, by digest: who a presented key is."""
+
+    keys: tuple[tuple[bytes, Caller], ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        return cls(
+            tuple(
+                (bytes.fromhex(key.resolved_sha256()), Caller.from_key(key))
+                for key in settings.api_keys
+            )
+        )
+
+    def authenticate(self, presented: str) -> Caller | None:
+        """The caller whose key is ``presented``, or None."""
+        found = self.match(presented)
+        return found[1] if found is not None else None
+
+    def match(self, presented: str) -> tuple[str, Caller] | None:
+        """The fingerprint (see :meth:`fingerprint`) and caller of the key ``presented``."""
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found: tuple[bytes, Caller] | None = None
+        # compare against every key, so the time taken says nothing about which one matched
+        for stored, key in self.keys:
+            if hmac.compare_digest(stored, digest):
+                found = (stored, key)
+        return (self.fingerprint(found[0]), found[1]) if found is not None else None
+
+    def by_fingerprint(self, fingerprint: str) -> Caller | None:
+        """The caller of the configured key with this fingerprint (None: no longer configured,
+        or its secret was rotated)."""
+        found: Caller | None = None
+        for stored, key in self.keys:
+            if hmac.compare_digest(self.fingerprint(stored), fingerprint):
+                found = key
+        return found
+
+    @staticmethod
+    def fingerprint(digest: bytes) -> str:
+        """Names a key without holding anything that opens the API: the sha256 of its stored
+        sha256, kept by console sessions so a rotated key no longer matches them."""
+        return hashlib.sha256(digest).hexdigest()
 
 
 def resolve_app(settings: Settings, requested: str | None, caller: Caller) -> str:

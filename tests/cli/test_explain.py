@@ -69,6 +69,7 @@ async def store(sessions: Sessions, deliveries: list[str] | None = None, **field
                     notification_id=notification.id,
                     device_id=f"device-{platform}",
                     platform=platform,
+                    app=notification.app,
                     status="sent",
                     attempts=1,
                     next_attempt_at=NIGHT,

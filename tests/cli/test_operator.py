@@ -188,6 +188,7 @@ async def test_notifications_show_prints_the_notification_and_deliveries(
                 notification_id=notification_id,
                 device_id="device-1",
                 platform="ios",
+                app="shop",
                 status="sent",
                 attempts=2,
                 provider_id="apns-123",
