@@ -117,6 +117,7 @@ async def seed_queued(
                 notification_id=notifications[user].id,
                 device_id=device_id,
                 platform=platform,
+                app=APP,
                 status=DeliveryStatus.PENDING,
                 next_attempt_at=now,
                 created_at=now,
