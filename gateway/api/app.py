@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.auth import KeyRing, auth_middleware
+from gateway.api.auth import auth_middleware
 from gateway.api.inputs import input_middleware
 from gateway.api.keys import OPENAPI, RUNTIME, SERVICES
 from gateway.api.openapi import build_openapi
@@ -25,6 +25,7 @@ from gateway.config import Settings
 from gateway.console import CONSOLE_PREFIX, CONSOLE_RUNTIME, mount_console
 from gateway.metrics import Metrics
 from gateway.runtime import Role, Runtime, build_runtime
+from gateway.services.access import KeyRing
 
 
 def _application(
@@ -34,6 +35,7 @@ def _application(
     operator console too, mounted beside the route table: it renders HTML, signs in with its
     own session cookie and stays out of ``/openapi.json``."""
     with_console = routes is ROUTES
+    keys = KeyRing.from_settings(settings)
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
@@ -41,7 +43,7 @@ def _application(
             metrics.middleware(),
             problem_middleware,
             auth_middleware(
-                KeyRing.from_settings(settings),
+                keys,
                 routes,
                 own_authentication=(CONSOLE_PREFIX,) if with_console else (),
             ),
@@ -52,7 +54,7 @@ def _application(
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     if with_console:
-        mount_console(app, settings)
+        mount_console(app, keys)
     return app
 
 

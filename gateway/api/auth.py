@@ -12,8 +12,6 @@ from gateway.api.routing import Handler, Route
 from gateway.errors import Unauthorized
 from gateway.services.access import Caller, KeyRing
 
-__all__ = ["KeyRing", "auth_middleware", "caller_of"]
-
 
 def caller_of(request: web.Request, ring: KeyRing) -> Caller:
     """The API key of the request, or 401."""

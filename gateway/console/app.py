@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config import Scope, Settings
+from gateway.config import Scope
 from gateway.console.charts import horizontal_bars, stacked_columns
 from gateway.console.words import decision_in_words
 from gateway.errors import FieldError, Forbidden, GatewayError, Unauthorized, ValidationFailed
@@ -87,10 +87,10 @@ class Viewer:
 PageHandler = Callable[[web.Request, Viewer], Awaitable[dict[str, Any]]]
 
 
-def mount_console(app: web.Application, settings: Settings) -> None:
+def mount_console(app: web.Application, keys: KeyRing) -> None:
     """Add the console's routes to ``app`` (whose :data:`CONSOLE_RUNTIME` is set by whoever
-    runs it)."""
-    app[_KEYS] = KeyRing.from_settings(settings)
+    runs it); ``keys`` are the API's own, so a sign-in checks the keys the API accepts."""
+    app[_KEYS] = keys
     app[_TEMPLATES] = _environment()
     add = app.router.add_route
     add("GET", CONSOLE_PREFIX, _index)
